@@ -1,0 +1,141 @@
+"""Validation of a composed config: one clear error before anything is allocated.
+
+Hydra already rejects unknown group options and misspelled keys (configs are in
+struct mode). What it cannot know is which values make sense; the checks here
+name the key, the value and what is allowed, e.g.::
+
+    rlrun: invalid config: algo.learning_rate=-0.001 is not allowed: expected a number > 0
+
+Algorithm modules call these helpers from their own ``validate(cfg)``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value is missing, of the wrong type or impossible.
+
+    The message names the dotted key, the offending value and what is allowed.
+    """
+
+
+def get(cfg: DictConfig, key: str) -> Any:
+    """Return ``cfg[key]`` for a dotted key, raising ConfigError if it is missing."""
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_missing=True, throw_on_resolution_failure=True)
+    except Exception as exc:  # MissingMandatoryValue, InterpolationResolutionError
+        raise ConfigError(f"{key} must be set ({exc.__class__.__name__}: {exc})") from None
+    if value is None and OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
+        raise ConfigError(f"{key} is missing from the config")
+    return value
+
+
+def fail(key: str, value: Any, allowed: str) -> None:
+    """Raise the standard ConfigError for ``key=value``."""
+    raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def check_int(cfg: DictConfig, key: str, low: int | None = None, high: int | None = None,
+              optional: bool = False) -> int | None:
+    """Check that ``cfg[key]`` is an int in [low, high] (None allowed if ``optional``)."""
+    value = get(cfg, key)
+    if value is None and optional:
+        return None
+    bounds = _bounds_text(low, high, ">=", "<=")
+    if not _is_int(value) or (low is not None and value < low) or (high is not None and value > high):
+        fail(key, value, f"an integer{bounds}" + (" or null" if optional else ""))
+    return int(value)
+
+
+def check_number(cfg: DictConfig, key: str, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, optional: bool = False) -> float | None:
+    """Check that ``cfg[key]`` is a real number in [low, high] (or (low, high] if ``low_open``)."""
+    value = get(cfg, key)
+    if value is None and optional:
+        return None
+    bounds = _bounds_text(low, high, ">" if low_open else ">=", "<=")
+    bad = not _is_number(value)
+    if not bad and low is not None:
+        bad = value <= low if low_open else value < low
+    if not bad and high is not None:
+        bad = value > high
+    if bad:
+        fail(key, value, f"a number{bounds}" + (" or null" if optional else ""))
+    return float(value)
+
+
+def check_bool(cfg: DictConfig, key: str) -> bool:
+    """Check that ``cfg[key]`` is true or false."""
+    value = get(cfg, key)
+    if not isinstance(value, bool):
+        fail(key, value, "true or false")
+    return value
+
+
+def check_choice(cfg: DictConfig, key: str, choices: list[str]) -> str:
+    """Check that ``cfg[key]`` is one of ``choices``."""
+    value = get(cfg, key)
+    if value not in choices:
+        fail(key, value, "one of " + ", ".join(choices))
+    return value
+
+
+def check_int_list(cfg: DictConfig, key: str, low: int = 1) -> list[int]:
+    """Check that ``cfg[key]`` is a non-empty list of integers >= low."""
+    value = get(cfg, key)
+    items = list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else None
+    if not items or not all(_is_int(v) and v >= low for v in items):
+        fail(key, value, f"a non-empty list of integers >= {low}, e.g. [120, 84]")
+    return [int(v) for v in items]
+
+
+def check_that(ok: bool, message: str) -> None:
+    """Raise ConfigError(message) unless ``ok``: for checks that involve several keys."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def _bounds_text(low: Any, high: Any, low_op: str, high_op: str) -> str:
+    parts = []
+    if low is not None:
+        parts.append(f"{low_op} {low}")
+    if high is not None:
+        parts.append(f"{high_op} {high}")
+    return (" " + " and ".join(parts)) if parts else ""
+
+
+def validate_run(cfg: DictConfig) -> None:
+    """Check the run-level keys shared by every algorithm (seed, total_timesteps, device, ...).
+
+    Raises:
+        ConfigError: naming the first bad key.
+    """
+    check_int(cfg, "seed", low=0)
+    check_int(cfg, "total_timesteps", low=1)
+    device = get(cfg, "device")
+    if not isinstance(device, str) or not (
+        device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")
+    ):
+        fail("device", device, "auto, cpu, cuda, cuda:N or mps")
+    check_int(cfg, "torch_threads", low=0)
+    check_bool(cfg, "torch_deterministic")
+    check_int(cfg, "logging.log_interval", low=1)
+    check_choice(cfg, "logging.progress", ["auto", "bar", "lines", "none"])
+    check_number(cfg, "logging.progress_interval", low=0, low_open=True)
+    check_int(cfg, "logging.metric_episodes", low=1)
+    check_int(cfg, "checkpoint.interval", low=0)
+    check_int(cfg, "checkpoint.keep_last", low=1)
+

@@ -1,0 +1,252 @@
+"""Environment factory: one vectorized interface over ALE games and gymnasium ids.
+
+Every algorithm steps a :class:`VecEnv`. It autoresets in the same step (the
+observation returned after an episode ends is the first of the next episode,
+the last one is in ``final_obs``), separates the learning signals
+(``terminated``: do not bootstrap; ``truncated``: time limit, bootstrap) from
+reporting (``episode_end`` and the raw episodic returns), and never clips rewards:
+clipping for learning is the algorithm's business (``preprocessing.clip_rewards``).
+
+Atari runs on ``ale_py.vector_env.AtariVectorEnv``, which steps the envs in C++
+threads with the whole Nature DQN preprocessing (no-op starts, frame skip with
+max-pooling, 84x84 grayscale, frame stack, FIRE on reset, life loss as
+termination) built in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+from omegaconf import DictConfig
+
+from rlrun.config import ConfigError, check_bool, check_choice, check_int, check_number, fail, get
+
+
+@dataclass
+class StepResult:
+    """What one step of all sub-envs returns. N = number of envs.
+
+    Attributes:
+        obs: (N, *obs_shape) next observations; where ``episode_end`` is set this is
+            already the first observation of the next episode.
+        reward: (N,) float32 raw (unclipped) rewards.
+        terminated: (N,) bool, the transition ends in a terminal state for learning
+            (game over, or a lost life with ``terminal_on_life_loss``): do not bootstrap.
+        truncated: (N,) bool, the episode was cut by a time limit: bootstrap from ``final_obs``.
+        episode_end: (N,) bool, the env was reset in this step (game over or time limit).
+        final_obs: (N, *obs_shape) last observation of the episode that ended, valid
+            only where ``episode_end``; elsewhere it equals ``obs``.
+        episodes: (return, length) of each episode that ended in this step: the raw
+            game score over all lives and the length in agent steps.
+    """
+
+    obs: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    episode_end: np.ndarray
+    final_obs: np.ndarray
+    episodes: list[tuple[float, int]] = field(default_factory=list)
+
+
+class VecEnv:
+    """N environments stepped together, with raw episode statistics.
+
+    Subclasses implement ``_reset(seed)`` and ``_step(actions)``; the base class
+    keeps the running raw return and length of every sub-env.
+
+    Attributes:
+        num_envs: number of sub-envs N.
+        single_observation_space, single_action_space: gymnasium spaces of one env.
+        frame_stack: frames per observation (1 for vector observations).
+    """
+
+    num_envs: int
+    single_observation_space: gym.Space
+    single_action_space: gym.Space
+    frame_stack: int = 1
+
+    def reset(self, seed: int) -> np.ndarray:
+        """Reset all envs; sub-env i is seeded with ``seed + i``. Returns (N, *obs_shape)."""
+        self._returns = np.zeros(self.num_envs, dtype=np.float64)
+        self._lengths = np.zeros(self.num_envs, dtype=np.int64)
+        return self._reset(seed)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Step every env with ``actions`` (N,) int64 (or (N, A) float32) and collect finished episodes."""
+        result = self._step(actions)
+        self._returns += result.reward
+        self._lengths += 1
+        for i in np.flatnonzero(result.episode_end):
+            result.episodes.append((float(self._returns[i]), int(self._lengths[i])))
+            self._returns[i] = 0.0
+            self._lengths[i] = 0
+        return result
+
+    def close(self) -> None:
+        """Release the envs."""
+
+    def _reset(self, seed: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _step(self, actions: np.ndarray) -> StepResult:
+        raise NotImplementedError
+
+
+class AtariVecEnv(VecEnv):
+    """ALE games on ``ale_py.vector_env.AtariVectorEnv`` (preprocessing in C++).
+
+    Observations are (frame_stack, screen_size, screen_size) uint8; at reset the
+    stack is zero-padded ([0, 0, 0, f0]), and a lost life does not reset it.
+    Rewards are raw. An episode (for reporting) ends at game over or at the frame
+    limit; with ``terminal_on_life_loss`` each lost life is also ``terminated``.
+    """
+
+    def __init__(self, env_cfg: DictConfig, prep_cfg: DictConfig, num_envs: int):
+        from ale_py.vector_env import AtariVectorEnv
+
+        self.num_envs = num_envs
+        self.frame_stack = int(prep_cfg.frame_stack)
+        self._env = AtariVectorEnv(
+            game=env_cfg.id,
+            num_envs=num_envs,
+            num_threads=int(env_cfg.num_threads) or 0,
+            max_num_frames_per_episode=int(env_cfg.max_episode_frames),
+            repeat_action_probability=float(env_cfg.repeat_action_probability),
+            full_action_space=bool(env_cfg.full_action_space),
+            autoreset_mode="SameStep",
+            img_height=int(prep_cfg.screen_size),
+            img_width=int(prep_cfg.screen_size),
+            grayscale=True,
+            stack_num=self.frame_stack,
+            frameskip=int(prep_cfg.frame_skip),
+            maxpool=bool(prep_cfg.max_pool),
+            noop_max=int(prep_cfg.noop_max),
+            episodic_life=False,
+            life_loss_info=bool(prep_cfg.terminal_on_life_loss),
+            reward_clipping=False,
+            use_fire_reset=bool(prep_cfg.fire_reset),
+        )
+        self.single_observation_space = self._env.single_observation_space
+        self.single_action_space = self._env.single_action_space
+        self._episode_frame = np.zeros(num_envs, dtype=np.int64)
+
+    def _reset(self, seed: int) -> np.ndarray:
+        obs, info = self._env.reset(seed=seed)
+        self._episode_frame = info["episode_frame_number"].astype(np.int64)
+        return obs
+
+    def _step(self, actions: np.ndarray) -> StepResult:
+        obs, reward, terminated, truncated, info = self._env.step(np.asarray(actions, dtype=np.int64))
+        frame = info["episode_frame_number"].astype(np.int64)
+        # A reset (game over or time limit) restarts the episode frame counter; a lost life does not.
+        episode_end = truncated | (frame < self._episode_frame)
+        self._episode_frame = frame
+        final_obs = obs
+        if episode_end.any():
+            final_obs = obs.copy()
+            final_obs[episode_end] = info["final_obs"][episode_end]
+        return StepResult(obs, reward.astype(np.float32), terminated.astype(bool), truncated.astype(bool),
+                          episode_end, final_obs)
+
+    def close(self) -> None:
+        self._env.close()
+
+
+class GymVecEnv(VecEnv):
+    """Any gymnasium id in a ``SyncVectorEnv`` with same-step autoreset."""
+
+    def __init__(self, env_cfg: DictConfig, num_envs: int):
+        kwargs = dict(env_cfg.kwargs or {})
+        if env_cfg.max_episode_steps is not None:
+            kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
+        self.num_envs = num_envs
+        self._env = gym.make_vec(
+            env_cfg.id, num_envs=num_envs, vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}, **kwargs,
+        )
+        self.single_observation_space = self._env.single_observation_space
+        self.single_action_space = self._env.single_action_space
+
+    def _reset(self, seed: int) -> np.ndarray:
+        obs, _ = self._env.reset(seed=seed)
+        self.single_action_space.seed(seed)
+        return obs
+
+    def _step(self, actions: np.ndarray) -> StepResult:
+        obs, reward, terminated, truncated, info = self._env.step(actions)
+        episode_end = terminated | truncated
+        final_obs = obs
+        if episode_end.any():
+            final_obs = obs.copy()
+            for i in np.flatnonzero(episode_end):
+                final_obs[i] = info["final_obs"][i]
+        return StepResult(obs, reward.astype(np.float32), terminated.astype(bool), truncated.astype(bool),
+                          episode_end, final_obs)
+
+    def close(self) -> None:
+        self._env.close()
+
+
+def validate_env(cfg: DictConfig) -> None:
+    """Check env and preprocessing keys, including that the game or id exists.
+
+    Raises:
+        ConfigError: unknown ALE game or gymnasium id, a preprocessing that does not
+            fit the env family, or a bad preprocessing value.
+    """
+    family = check_choice(cfg, "env.family", ["atari", "gym"])
+    env_id = get(cfg, "env.id")
+    prep = check_choice(cfg, "preprocessing.name", ["atari", "none"])
+    check_bool(cfg, "preprocessing.clip_rewards")
+    if family == "atari":
+        import ale_py.roms
+
+        games = ale_py.roms.get_all_rom_ids()
+        if env_id not in games:
+            fail("env.id", env_id, "an ALE game in snake_case, one of: " + ", ".join(sorted(games)))
+        if prep != "atari":
+            fail("preprocessing", prep, "atari for ALE games (AtariVectorEnv does the preprocessing)")
+        check_number(cfg, "env.repeat_action_probability", low=0.0, high=1.0)
+        check_int(cfg, "env.max_episode_frames", low=1)
+        check_bool(cfg, "env.full_action_space")
+        check_int(cfg, "env.num_threads", low=0)
+        check_int(cfg, "preprocessing.noop_max", low=0)
+        check_int(cfg, "preprocessing.frame_skip", low=1)
+        check_bool(cfg, "preprocessing.max_pool")
+        check_int(cfg, "preprocessing.screen_size", low=8)
+        check_int(cfg, "preprocessing.frame_stack", low=1)
+        check_bool(cfg, "preprocessing.terminal_on_life_loss")
+        check_bool(cfg, "preprocessing.fire_reset")
+    else:
+        if not isinstance(env_id, str) or env_id not in gym.registry:
+            import difflib
+
+            close = difflib.get_close_matches(str(env_id), list(gym.registry), n=3)
+            fail("env.id", env_id, "a registered gymnasium id" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        if prep != "none":
+            fail("preprocessing", prep, "none for gymnasium ids (the atari stack needs env=atari)")
+        check_int(cfg, "preprocessing.frame_stack", low=1, high=1)
+        check_int(cfg, "env.max_episode_steps", low=1, optional=True)
+
+
+def make_vec_env(cfg: DictConfig, num_envs: int) -> VecEnv:
+    """Build ``num_envs`` copies of ``cfg.env`` with ``cfg.preprocessing``.
+
+    Args:
+        cfg: the composed run config (uses ``env`` and ``preprocessing``).
+        num_envs: number of sub-envs (>= 1).
+
+    Returns:
+        A VecEnv; call ``reset(seed)`` before stepping.
+
+    Raises:
+        ConfigError: if the env family is unknown.
+    """
+    if cfg.env.family == "atari":
+        return AtariVecEnv(cfg.env, cfg.preprocessing, num_envs)
+    if cfg.env.family == "gym":
+        return GymVecEnv(cfg.env, num_envs)
+    raise ConfigError(f"env.family={cfg.env.family!r} is not allowed: expected atari or gym")

@@ -1,0 +1,181 @@
+"""Uniform experience replay (Lin 1992; Mnih et al. 2015, Nature 518:529).
+
+One ring buffer serves pixel and vector observations. Each slot (t, e) holds the
+*newest frame* of the observation that env e saw at time t, with the action,
+reward and terminated flag of the transition taken from it. A frame-stacked
+observation ``(K, 84, 84)`` is rebuilt at sampling time from the slots t-K+1..t
+of the same env, so every 84x84 frame is stored once: 1M Atari transitions take
+1M x 7,056 B = 7.1 GB instead of 28.2 GB for stacked observations and their
+successors. Vector observations use the same code with K = 1.
+
+Stacks are rebuilt exactly as the env built them:
+
+* at a reset the env's stack is zero-padded ([0, 0, 0, f0], as AtariVectorEnv
+  does), so frames from before an episode start are masked to zero;
+* a lost life is ``terminated`` for learning but the stack continues, so only
+  real episode starts mask;
+* the successor of slot t is the stack at slot t+1, except after an episode end
+  (the env was reset), where it is rebuilt with the episode's final frame, kept
+  in a small side table until its slot is overwritten.
+
+A slot is sampled only if its stack and its successor are complete and not
+overwritten: not the newest slot of its env (successor not yet seen) and not one
+of the K-1 oldest slots once the ring has wrapped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Batch:
+    """A sampled minibatch. B = batch size.
+
+    Attributes:
+        obs: (B, *obs_shape) observations, stored dtype (uint8 frames or float32 vectors).
+        actions: (B, *action_shape) actions.
+        rewards: (B,) float32 rewards as stored (clip before adding if wanted).
+        next_obs: (B, *obs_shape) successor observations.
+        terminated: (B,) float32, 1.0 where the transition ended in a terminal state.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_obs: np.ndarray
+    terminated: np.ndarray
+
+
+class ReplayBuffer:
+    """Ring buffer of transitions from ``num_envs`` envs stepped in lockstep.
+
+    Args:
+        capacity: transitions kept in total (rounded down to a multiple of num_envs;
+            must be at least ``num_envs * (frame_stack + 1)``).
+        obs_shape: shape of one observation, e.g. (4, 84, 84) or (4,).
+        obs_dtype: dtype of observations (uint8 for frames, float32 for vectors).
+        action_shape: shape of one action, () for discrete.
+        action_dtype: dtype of actions.
+        num_envs: number of envs N whose steps arrive together in ``add``.
+        frame_stack: K, the leading axis of ``obs_shape`` that holds stacked frames;
+            1 stores observations as they are.
+        seed: seed of the sampler's NumPy generator.
+
+    Raises:
+        ValueError: if the capacity is too small or ``obs_shape`` does not start with K.
+    """
+
+    def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
+                 action_shape: tuple[int, ...] = (), action_dtype: np.dtype = np.int64,
+                 num_envs: int = 1, frame_stack: int = 1, seed: int = 0):
+        self.num_envs = num_envs
+        self.frame_stack = frame_stack
+        self.size_per_env = capacity // num_envs
+        if self.size_per_env < frame_stack + 1:
+            raise ValueError(f"replay capacity {capacity} is too small for {num_envs} envs with "
+                             f"frame_stack {frame_stack}: need at least {num_envs * (frame_stack + 1)}")
+        if frame_stack > 1 and (len(obs_shape) < 2 or obs_shape[0] != frame_stack):
+            raise ValueError(f"obs_shape {obs_shape} must start with frame_stack={frame_stack}")
+        self.obs_shape = tuple(obs_shape)
+        self.frame_shape = self.obs_shape[1:] if frame_stack > 1 else self.obs_shape
+        n, m = self.size_per_env, num_envs
+        self.frames = np.zeros((n, m, *self.frame_shape), dtype=obs_dtype)
+        self.actions = np.zeros((n, m, *action_shape), dtype=action_dtype)
+        self.rewards = np.zeros((n, m), dtype=np.float32)
+        self.terminated = np.zeros((n, m), dtype=np.float32)
+        self.episode_start = np.zeros((n, m), dtype=bool)  # slot holds the first obs of an episode
+        self.episode_end = np.zeros((n, m), dtype=bool)    # the env reset after this slot's transition
+        self.final_frames: dict[tuple[int, int], np.ndarray] = {}  # (t, e) -> last frame of an episode
+        self.pos = 0          # next slot index t to write
+        self.full = False
+        self._next_is_start = np.ones(m, dtype=bool)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        """Number of slots written (each holds one transition once its successor arrives)."""
+        return (self.size_per_env if self.full else self.pos) * self.num_envs
+
+    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
+            episode_end: np.ndarray, final_obs: np.ndarray) -> None:
+        """Store one step of every env.
+
+        Args:
+            obs: (N, *obs_shape) observations the actions were taken in.
+            actions: (N, *action_shape) actions taken.
+            rewards: (N,) rewards received (already clipped if clipping is wanted).
+            terminated: (N,) bool, no bootstrapping from the successor.
+            episode_end: (N,) bool, the env reset after this step, so the next ``obs``
+                starts a new episode and the successor is ``final_obs``.
+            final_obs: (N, *obs_shape) last observation of the ended episodes (read
+                only where ``episode_end``).
+        """
+        t = self.pos
+        for e in np.flatnonzero(self.episode_end[t]):  # the slot is reused: forget its old episode end
+            del self.final_frames[(t, int(e))]
+        self.frames[t] = obs[:, -1] if self.frame_stack > 1 else obs
+        self.actions[t] = actions
+        self.rewards[t] = rewards
+        self.terminated[t] = terminated
+        self.episode_start[t] = self._next_is_start
+        self.episode_end[t] = episode_end
+        for e in np.flatnonzero(episode_end):
+            self.final_frames[(t, int(e))] = np.array(final_obs[e][-1] if self.frame_stack > 1 else final_obs[e])
+        self._next_is_start = np.asarray(episode_end, dtype=bool).copy()
+        self.pos = (t + 1) % self.size_per_env
+        self.full = self.full or self.pos == 0
+
+    def _valid_range(self) -> tuple[int, int]:
+        """Slots sampleable, as (first, count) in ring order starting at ``first``."""
+        k = self.frame_stack
+        if not self.full:
+            return 0, max(self.pos - 1, 0)          # slot pos-1 has no successor yet
+        return self.pos + k - 1, self.size_per_env - k  # skip the K-1 oldest and the newest
+
+    def _stack(self, t: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """Rebuild observations (B, *obs_shape) at slots t of envs e, zeroing frames before episode starts."""
+        k, n = self.frame_stack, self.size_per_env
+        if k == 1:
+            return self.frames[t, e]
+        offsets = np.arange(-(k - 1), 1)                   # (K,) = -3..0
+        idx = (t[:, None] + offsets[None, :]) % n          # (B, K)
+        out = self.frames[idx, e[:, None]]                 # (B, K, H, W)
+        # A start at slot t-j (0 <= j < K-1) masks every frame older than t-j.
+        starts = self.episode_start[idx[:, 1:], e[:, None]]  # (B, K-1): starts at t-K+2 .. t
+        # keep[:, i] is False if some start lies strictly after frame i: cumulative OR from the right.
+        later_start = np.flip(np.logical_or.accumulate(np.flip(starts, axis=1), axis=1), axis=1)
+        keep = np.concatenate([~later_start, np.ones((len(t), 1), dtype=bool)], axis=1)
+        out[~keep] = 0
+        return out
+
+    def sample(self, batch_size: int) -> Batch:
+        """Sample ``batch_size`` transitions uniformly with replacement.
+
+        Returns:
+            A Batch. Raises ValueError if no complete transition is stored yet.
+        """
+        first, count = self._valid_range()
+        if count <= 0:
+            raise ValueError("the replay buffer holds no complete transition yet")
+        n = self.size_per_env
+        t = (first + self.rng.integers(0, count, size=batch_size)) % n
+        e = self.rng.integers(0, self.num_envs, size=batch_size)
+        obs = self._stack(t, e)
+        next_obs = self._stack((t + 1) % n, e)
+        ends = np.flatnonzero(self.episode_end[t, e])
+        for i in ends:  # the successor of an episode's last step is its final obs, not the next episode
+            final = self.final_frames[(int(t[i]), int(e[i]))]
+            if self.frame_stack > 1:
+                next_obs[i, :-1] = obs[i, 1:]
+                next_obs[i, -1] = final
+            else:
+                next_obs[i] = final
+        return Batch(obs, self.actions[t, e], self.rewards[t, e], next_obs, self.terminated[t, e])
+
+    @staticmethod
+    def nbytes_for(capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype, frame_stack: int) -> int:
+        """Bytes the frame storage of a buffer with these settings takes (for memory checks)."""
+        frame_shape = obs_shape[1:] if frame_stack > 1 else obs_shape
+        return int(capacity * np.prod(frame_shape) * np.dtype(obs_dtype).itemsize)

@@ -1,0 +1,242 @@
+"""The Run: everything a training run writes, in one directory.
+
+An algorithm gets a Run and only computes; the Run owns the run directory
+(``config.yaml``, TensorBoard event files, ``checkpoints/``), the progress
+display and the final metric. Layout::
+
+    <run dir>/
+      config.yaml                 the composed config, resolved
+      events.out.tfevents.*       TensorBoard scalars and the hyperparameter table
+      checkpoints/step_<N>.pt     the newest ``checkpoint.keep_last`` checkpoints
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+CHECKPOINT_FORMAT = 1       # bumped when the checkpoint layout changes incompatibly
+CHECKPOINT_DIGITS = 12      # zero-padded step number in checkpoint file names
+BAR_REFRESH_SECONDS = 0.2  # the progress display is redrawn at most this often
+RUN_MARKERS = ("config.yaml", "checkpoints")  # files whose presence means a directory already holds a run
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be used (it already holds a run, or is not writable)."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's legacy and torch's global generators with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """Map the ``device`` key (auto, cpu, cuda, cuda:N, mps) to a torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def rng_state() -> dict[str, Any]:
+    """States of the global Python, NumPy and torch generators (saved in checkpoints)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(legacy=False),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+class Run:
+    """An open training run: directory, TensorBoard writer, checkpoints and progress.
+
+    Args:
+        cfg: the composed, validated config.
+        run_dir: directory to write into; created if needed. It must not already
+            hold a run (``config.yaml`` or ``checkpoints/``).
+
+    Raises:
+        RunDirError: if ``run_dir`` already holds a run.
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: str | Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.cfg = cfg
+        self.dir = Path(run_dir).resolve()
+        taken = [m for m in RUN_MARKERS if (self.dir / m).exists()]
+        if taken:
+            raise RunDirError(f"run directory {self.dir} already holds a run ({', '.join(taken)}); "
+                              "rlrun never reuses one: pass another hydra.run.dir=...")
+        self.ckpt_dir = self.dir / "checkpoints"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=False)
+        (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        self.writer = SummaryWriter(log_dir=str(self.dir))
+        self.writer.add_text("hyperparameters", hyperparameter_table(cfg))
+        self.total = int(cfg.total_timesteps)
+        self.start_time = time.time()
+        self.start_step = 0
+        self.last_checkpoint_step = 0
+        self.returns: collections.deque[float] = collections.deque(maxlen=int(cfg.logging.metric_episodes))
+        self.episodes_done = 0
+        self._progress = Progress(cfg.logging.progress, float(cfg.logging.progress_interval), self.total)
+
+    # ---- scalars -------------------------------------------------------------------
+    def sps(self, global_step: int) -> int:
+        """Agent steps per second since the run (or its resumption) started."""
+        return int((global_step - self.start_step) / max(time.time() - self.start_time, 1e-9))
+
+    def log(self, global_step: int, scalars: dict[str, float]) -> None:
+        """Write TensorBoard scalars at ``global_step``, plus charts/SPS."""
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, global_step)
+        self.writer.add_scalar("charts/SPS", self.sps(global_step), global_step)
+
+    def log_episodes(self, global_step: int, episodes: list[tuple[float, int]]) -> None:
+        """Write charts/episodic_return (raw score) and charts/episodic_length (agent steps)."""
+        for ret, length in episodes:
+            self.writer.add_scalar("charts/episodic_return", ret, global_step)
+            self.writer.add_scalar("charts/episodic_length", length, global_step)
+            self.returns.append(ret)
+            self.episodes_done += 1
+
+    def mean_return(self) -> float:
+        """Mean raw return of the last ``logging.metric_episodes`` episodes (nan if none ended)."""
+        return float(np.mean(self.returns)) if self.returns else float("nan")
+
+    def progress(self, global_step: int) -> None:
+        """Update the progress bar or print a plain progress line when one is due."""
+        self._progress.update(global_step, self.sps(global_step), self.returns[-1] if self.returns else None)
+
+    # ---- checkpoints ---------------------------------------------------------------
+    def checkpoint_due(self, global_step: int) -> bool:
+        """True when ``global_step`` has crossed a multiple of ``checkpoint.interval``."""
+        interval = int(self.cfg.checkpoint.interval)
+        return interval > 0 and global_step // interval > self.last_checkpoint_step // interval
+
+    def save_checkpoint(self, global_step: int, state: dict[str, Any]) -> Path:
+        """Write ``checkpoints/step_<global_step>.pt`` atomically and keep the newest K.
+
+        ``state`` holds the algorithm's tensors and plain values (state_dicts,
+        counters); the config, the format version and the global RNG states are
+        added here. The file is written to a temporary name in the same directory,
+        flushed to disk and renamed into place, so a crash never leaves a partial
+        checkpoint under a real name.
+        """
+        payload = {"format": CHECKPOINT_FORMAT, "algo": self.cfg.algo.name, "global_step": int(global_step),
+                   "config": OmegaConf.to_yaml(self.cfg, resolve=True), "rng": rng_state(), **state}
+        path = self.ckpt_dir / f"step_{global_step:0{CHECKPOINT_DIGITS}d}.pt"
+        fd, tmp = tempfile.mkstemp(dir=self.ckpt_dir, prefix=".tmp_", suffix=".pt")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.last_checkpoint_step = global_step
+        for old in sorted(self.ckpt_dir.glob("step_*.pt"))[: -int(self.cfg.checkpoint.keep_last)]:
+            old.unlink()
+        return path
+
+    def maybe_checkpoint(self, global_step: int, state_fn: Callable[[], dict[str, Any]]) -> None:
+        """Save ``state_fn()`` if a checkpoint is due at ``global_step``."""
+        if self.checkpoint_due(global_step):
+            self.save_checkpoint(global_step, state_fn())
+
+    def close(self) -> None:
+        """Flush TensorBoard and close the progress display."""
+        self.writer.flush()
+        self.writer.close()
+        self._progress.close()
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint without executing code from it (``torch.load(weights_only=True)``).
+
+    Raises:
+        ValueError: if the file cannot be read as an rlrun checkpoint of this format.
+    """
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"cannot load checkpoint {path}: {exc.__class__.__name__}: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path} is not an rlrun checkpoint of format {CHECKPOINT_FORMAT} (found {found!r})")
+    return payload
+
+
+def hyperparameter_table(cfg: DictConfig) -> str:
+    """The flattened config as a Markdown table (TensorBoard's TEXT tab renders it)."""
+    rows = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        else:
+            rows.append(f"|{prefix}|{node}|")
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return "|param|value|\n|-|-|\n" + "\n".join(rows)
+
+
+class Progress:
+    """Steps done of the total, SPS, ETA and the latest return.
+
+    ``mode``: ``bar`` (tqdm), ``lines`` (a plain line every ``interval`` seconds, for
+    CI and SLURM logs), ``none``, or ``auto`` (a bar when stderr is a terminal).
+    """
+
+    def __init__(self, mode: str, interval: float, total: int):
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "lines"
+        self.mode, self.interval, self.total = mode, interval, total
+        self._bar = None
+        self._last_line = self._last_draw = time.time()
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="step", dynamic_ncols=True, smoothing=0.1)
+
+    def update(self, step: int, sps: int, last_return: float | None) -> None:
+        now = time.time()
+        if self.mode == "none" or now - self._last_draw < BAR_REFRESH_SECONDS:
+            return
+        self._last_draw = now
+        ret = "-" if last_return is None else f"{last_return:.1f}"
+        if self._bar is not None:
+            self._bar.n = step
+            self._bar.set_postfix_str(f"SPS={sps} return={ret}", refresh=False)
+            self._bar.refresh()
+        elif self.mode == "lines" and time.time() - self._last_line >= self.interval:
+            self._last_line = time.time()
+            eta = (self.total - step) / sps if sps > 0 else float("inf")
+            print(f"[rlrun] step {step}/{self.total} ({100 * step / self.total:.1f}%) SPS={sps} "
+                  f"ETA={format_seconds(eta)} last_return={ret}", flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def format_seconds(seconds: float) -> str:
+    """'1h02m03s' style duration; '?' for infinity."""
+    if not np.isfinite(seconds):
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
