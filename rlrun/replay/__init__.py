@@ -127,45 +127,36 @@ class ReplayBuffer:
         self.pos = (t + 1) % self.size_per_env
         self.full = self.full or self.pos == 0
 
-    def _valid_range(self) -> tuple[int, int]:
-        """Slots sampleable, as (first, count) in ring order starting at ``first``."""
+    def valid_slots(self) -> tuple[int, int]:
+        """Sampleable slot indices t as ``(first, count)``: t = (first + i) % size_per_env, 0 <= i < count.
+
+        Excludes the newest slot (its successor is not stored yet) and, once the ring
+        has wrapped, the K-1 oldest slots (their stacks reach overwritten frames).
+        """
         k = self.frame_stack
         if not self.full:
-            return 0, max(self.pos - 1, 0)          # slot pos-1 has no successor yet
-        return self.pos + k - 1, self.size_per_env - k  # skip the K-1 oldest and the newest
-
-    def _stack(self, t: np.ndarray, e: np.ndarray) -> np.ndarray:
-        """Rebuild observations (B, *obs_shape) at slots t of envs e, zeroing frames before episode starts."""
-        k, n = self.frame_stack, self.size_per_env
-        if k == 1:
-            return self.frames[t, e]
-        offsets = np.arange(-(k - 1), 1)                   # (K,) = -3..0
-        idx = (t[:, None] + offsets[None, :]) % n          # (B, K)
-        out = self.frames[idx, e[:, None]]                 # (B, K, H, W)
-        # A start at slot t-j (0 <= j < K-1) masks every frame older than t-j.
-        starts = self.episode_start[idx[:, 1:], e[:, None]]  # (B, K-1): starts at t-K+2 .. t
-        # keep[:, i] is False if some start lies strictly after frame i: cumulative OR from the right.
-        later_start = np.flip(np.logical_or.accumulate(np.flip(starts, axis=1), axis=1), axis=1)
-        keep = np.concatenate([~later_start, np.ones((len(t), 1), dtype=bool)], axis=1)
-        out[~keep] = 0
-        return out
+            return 0, max(self.pos - 1, 0)
+        return self.pos + k - 1, self.size_per_env - k
 
     def sample(self, batch_size: int) -> Batch:
-        """Sample ``batch_size`` transitions uniformly with replacement.
+        """Sample ``batch_size`` transitions uniformly (with replacement) over envs and valid slots.
 
-        Returns:
-            A Batch. Raises ValueError if no complete transition is stored yet.
+        Raises:
+            ValueError: if no complete transition is stored yet.
         """
-        first, count = self._valid_range()
+        first, count = self.valid_slots()
         if count <= 0:
             raise ValueError("the replay buffer holds no complete transition yet")
-        n = self.size_per_env
-        t = (first + self.rng.integers(0, count, size=batch_size)) % n
+        t = (first + self.rng.integers(0, count, size=batch_size)) % self.size_per_env
         e = self.rng.integers(0, self.num_envs, size=batch_size)
+        return self.gather(t, e)
+
+    def gather(self, t: np.ndarray, e: np.ndarray) -> Batch:
+        """The transitions at slots ``t`` (B,) of envs ``e`` (B,), which must be valid slots."""
         obs = self._stack(t, e)
-        next_obs = self._stack((t + 1) % n, e)
-        ends = np.flatnonzero(self.episode_end[t, e])
-        for i in ends:  # the successor of an episode's last step is its final obs, not the next episode
+        next_obs = self._stack((t + 1) % self.size_per_env, e)
+        for i in np.flatnonzero(self.episode_end[t, e]):
+            # the successor of an episode's last step is its final observation, not the next episode's first
             final = self.final_frames[(int(t[i]), int(e[i]))]
             if self.frame_stack > 1:
                 next_obs[i, :-1] = obs[i, 1:]
@@ -173,6 +164,21 @@ class ReplayBuffer:
             else:
                 next_obs[i] = final
         return Batch(obs, self.actions[t, e], self.rewards[t, e], next_obs, self.terminated[t, e])
+
+    def _stack(self, t: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """Rebuild observations (B, *obs_shape) at slots t of envs e, zeroing frames before episode starts."""
+        k, n = self.frame_stack, self.size_per_env
+        if k == 1:
+            return self.frames[t, e]
+        offsets = np.arange(-(k - 1), 1)                     # (K,) = -3..0
+        idx = (t[:, None] + offsets[None, :]) % n            # (B, K)
+        out = self.frames[idx, e[:, None]]                   # (B, K, H, W)
+        # A start at slot t-j (0 <= j < K-1) masks every frame older than t-j.
+        starts = self.episode_start[idx[:, 1:], e[:, None]]  # (B, K-1): starts at t-K+2 .. t
+        # later_start[:, i]: some episode starts after frame i (cumulative OR from the right).
+        later_start = np.flip(np.logical_or.accumulate(np.flip(starts, axis=1), axis=1), axis=1)
+        out[:, :-1][later_start] = 0
+        return out
 
     @staticmethod
     def nbytes_for(capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype, frame_stack: int) -> int:
