@@ -50,12 +50,27 @@ def resolve_device(name: str) -> torch.device:
 
 
 def rng_state() -> dict[str, Any]:
-    """States of the global Python, NumPy and torch generators (saved in checkpoints)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(legacy=False),
+    """States of the global Python, NumPy and torch generators, as plain values and tensors
+    (so that checkpoints load with ``weights_only=True``)."""
+    kind, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state = {"python": random.getstate(),
+             "numpy": {"kind": kind, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the global generators from :func:`rng_state`'s output."""
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class Run:
@@ -240,3 +255,18 @@ def format_seconds(seconds: float) -> str:
         return "?"
     s = int(seconds)
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def read_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float, float]]]:
+    """All TensorBoard scalars of a run directory: tag -> [(step, value, wall_time), ...] in step order.
+
+    Raises:
+        FileNotFoundError: if ``run_dir`` holds no event file.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    if not list(Path(run_dir).glob("events.out.tfevents.*")):
+        raise FileNotFoundError(f"no TensorBoard event files in {run_dir}")
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})  # 0 = keep every event
+    acc.Reload()
+    return {tag: [(e.step, e.value, e.wall_time) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
