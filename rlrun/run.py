@@ -100,6 +100,8 @@ class Run:
         self.writer = SummaryWriter(log_dir=str(self.dir))
         self.writer.add_text("hyperparameters", hyperparameter_table(cfg))
         self.total = int(cfg.total_timesteps)
+        self.checkpoint_interval = int(cfg.checkpoint.interval)
+        self.keep_last = int(cfg.checkpoint.keep_last)
         self.start_time = time.time()
         self.start_step = 0
         self.last_checkpoint_step = 0
@@ -137,7 +139,7 @@ class Run:
     # ---- checkpoints ---------------------------------------------------------------
     def checkpoint_due(self, global_step: int) -> bool:
         """True when ``global_step`` has crossed a multiple of ``checkpoint.interval``."""
-        interval = int(self.cfg.checkpoint.interval)
+        interval = self.checkpoint_interval
         return interval > 0 and global_step // interval > self.last_checkpoint_step // interval
 
     def save_checkpoint(self, global_step: int, state: dict[str, Any]) -> Path:
@@ -163,7 +165,7 @@ class Run:
             Path(tmp).unlink(missing_ok=True)
             raise
         self.last_checkpoint_step = global_step
-        for old in sorted(self.ckpt_dir.glob("step_*.pt"))[: -int(self.cfg.checkpoint.keep_last)]:
+        for old in sorted(self.ckpt_dir.glob("step_*.pt"))[: -self.keep_last]:
             old.unlink()
         return path
 

@@ -56,3 +56,15 @@ def test_same_seed_gives_identical_scalars_on_cpu(make_cfg, tmp_path, restore_to
     assert a.keys() >= {"charts/episodic_return", "losses/td_loss", "losses/q_values"}
     assert a == b
     assert a["losses/td_loss"] != c["losses/td_loss"]
+
+
+@pytest.mark.parametrize("overrides", [
+    ["algo.double_dqn=true", "algo.loss=huber", "algo.max_grad_norm=10"],
+    ["algo.tau=0.005", "algo.target_network_frequency=1", "algo.num_envs=4", "algo.train_frequency=2"],
+])
+def test_dqn_variants_train_and_write_finite_losses(make_cfg, tmp_path, overrides):
+    cfg = make_cfg("env=cartpole", "total_timesteps=2000", "algo.learning_starts=500", "logging.progress=none",
+                   *overrides)
+    run_training(cfg, tmp_path / "run")
+    losses = [v for _, v, _ in read_scalars(tmp_path / "run")["losses/td_loss"]]
+    assert len(losses) >= 10 and np.isfinite(losses).all()

@@ -5,8 +5,8 @@ One ring buffer serves pixel and vector observations. Each slot (t, e) holds the
 reward and terminated flag of the transition taken from it. A frame-stacked
 observation ``(K, 84, 84)`` is rebuilt at sampling time from the slots t-K+1..t
 of the same env, so every 84x84 frame is stored once: 1M Atari transitions take
-1M x 7,056 B = 7.1 GB instead of 28.2 GB for stacked observations and their
-successors. Vector observations use the same code with K = 1.
+1M x 7,056 B = 7.1 GB instead of 28.2 GB for stacked observations (56.4 GB with
+a stored successor for each). Vector observations use the same code with K = 1.
 
 Stacks are rebuilt exactly as the env built them:
 
