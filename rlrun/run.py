@@ -106,7 +106,6 @@ class Run:
         self.start_step = 0
         self.last_checkpoint_step = 0
         self.returns: collections.deque[float] = collections.deque(maxlen=int(cfg.logging.metric_episodes))
-        self.episodes_done = 0
         self._progress = Progress(cfg.logging.progress, float(cfg.logging.progress_interval), self.total)
 
     # ---- scalars -------------------------------------------------------------------
@@ -126,7 +125,6 @@ class Run:
             self.writer.add_scalar("charts/episodic_return", ret, global_step)
             self.writer.add_scalar("charts/episodic_length", length, global_step)
             self.returns.append(ret)
-            self.episodes_done += 1
 
     def mean_return(self) -> float:
         """Mean raw return of the last ``logging.metric_episodes`` episodes (nan if none ended)."""

@@ -112,7 +112,7 @@ class AtariVecEnv(VecEnv):
         self._env = AtariVectorEnv(
             game=env_cfg.id,
             num_envs=num_envs,
-            num_threads=int(env_cfg.num_threads) or 0,
+            num_threads=int(env_cfg.num_threads),
             max_num_frames_per_episode=int(env_cfg.max_episode_frames),
             repeat_action_probability=float(env_cfg.repeat_action_probability),
             full_action_space=bool(env_cfg.full_action_space),
@@ -172,7 +172,6 @@ class GymVecEnv(VecEnv):
 
     def _reset(self, seed: int) -> np.ndarray:
         obs, _ = self._env.reset(seed=seed)
-        self.single_action_space.seed(seed)
         return obs
 
     def _step(self, actions: np.ndarray) -> StepResult:
