@@ -138,4 +138,9 @@ def validate_run(cfg: DictConfig) -> None:
     check_int(cfg, "logging.metric_episodes", low=1)
     check_int(cfg, "checkpoint.interval", low=0)
     check_int(cfg, "checkpoint.keep_last", low=1)
+    check_int(cfg, "eval.episodes", low=1)
+    check_number(cfg, "eval.epsilon", low=0, high=1)
+    check_int(cfg, "eval.interval", low=0)
+    check_bool(cfg, "eval.video")
+    check_int(cfg, "eval.seed_offset", low=0)
 

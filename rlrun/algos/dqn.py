@@ -176,6 +176,35 @@ def train(cfg: DictConfig, run: Run) -> float:
     return run.mean_return()
 
 
+def make_policy(cfg: DictConfig, state: dict, obs_shape: tuple[int, ...], n_actions: int,
+                device: torch.device, epsilon: float, seed: int):
+    """The evaluation policy of a DQN checkpoint: epsilon-greedy on its Q-network.
+
+    Args:
+        cfg: the run's config (network settings).
+        state: a loaded checkpoint (``state["q_network"]``).
+        obs_shape, n_actions: the env's single observation shape and action count.
+        device: where the network runs.
+        epsilon: probability of a uniformly random action (0.05 in Mnih et al. 2015).
+        seed: seed of the random actions.
+
+    Returns:
+        ``act(obs) -> actions``: (N, *obs_shape) observations to (N,) int64 actions.
+    """
+    q_network = make_network(obs_shape, n_actions, list(cfg.algo.hidden_sizes)).to(device)
+    q_network.load_state_dict(state["q_network"])
+    q_network.eval()
+    rng = np.random.default_rng(seed)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            greedy = q_network(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+        explore = rng.random(len(obs)) < epsilon
+        return np.where(explore, rng.integers(0, n_actions, size=len(obs)), greedy)
+
+    return act
+
+
 def make_update(q_network: torch.nn.Module, target_network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 args: SimpleNamespace):
     """The gradient step of DQN as a function of one batch.
