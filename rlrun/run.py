@@ -163,7 +163,7 @@ class Run:
             Path(tmp).unlink(missing_ok=True)
             raise
         self.last_checkpoint_step = global_step
-        for old in sorted(self.ckpt_dir.glob("step_*.pt"))[: -self.keep_last]:
+        for old in checkpoint_paths(self.dir)[: -self.keep_last]:
             old.unlink()
         return path
 
@@ -193,6 +193,31 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path} is not an rlrun checkpoint of format {CHECKPOINT_FORMAT} (found {found!r})")
     return payload
+
+
+def checkpoint_paths(run_dir: str | Path) -> list[Path]:
+    """The checkpoint files of a run directory, oldest first."""
+    return sorted((Path(run_dir) / "checkpoints").glob("step_*.pt"))
+
+
+def latest_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]]:
+    """The newest checkpoint of ``run_dir`` that loads, with its payload.
+
+    A checkpoint that fails to load (truncated, corrupt, another format) is
+    reported on stderr and the previous one is tried.
+
+    Raises:
+        FileNotFoundError: if ``run_dir`` is not a run directory or holds no loadable checkpoint.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "checkpoints").is_dir():
+        raise FileNotFoundError(f"{run_dir} is not an rlrun run directory (no config.yaml and checkpoints/)")
+    for path in reversed(checkpoint_paths(run_dir)):
+        try:
+            return path, load_checkpoint(path, map_location)
+        except ValueError as exc:
+            print(f"rlrun: skipping unusable checkpoint: {exc}", file=sys.stderr, flush=True)
+    raise FileNotFoundError(f"{run_dir} holds no valid checkpoint in checkpoints/")
 
 
 def hyperparameter_table(cfg: DictConfig) -> str:
