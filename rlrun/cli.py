@@ -10,20 +10,25 @@ allowed, before any env, network or buffer is created.
 
 from __future__ import annotations
 
+import signal
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
 
 from rlrun import algos
-from rlrun.config import ConfigError, validate_run
+from rlrun.config import ConfigError, fail, validate_run
 from rlrun.envs import validate_env
-from rlrun.run import Run, RunDirError, seed_everything
+from rlrun.run import CheckpointError, Run, RunDirError, latest_checkpoint, seed_everything
 
 EXIT_BAD_CONFIG = 2  # exit status for invalid configs and unusable run directories
+EXIT_CHECKPOINT_FAILED = 1  # exit status when a checkpoint cannot be written (the previous one is intact)
 
 
 def validate(cfg: DictConfig):
@@ -35,41 +40,125 @@ def validate(cfg: DictConfig):
     return algo
 
 
-def run_training(cfg: DictConfig, run_dir: str | Path) -> float:
+def run_training(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> float:
     """Validate ``cfg``, open a Run in ``run_dir``, train, and return the final metric.
+
+    Args:
+        resume: a loaded checkpoint of the run in ``run_dir`` to continue from, or None.
 
     Raises:
         ConfigError: on a bad config value (nothing has been created then).
-        RunDirError: if ``run_dir`` already holds a run.
+        RunDirError: if ``run_dir`` already holds a run and ``resume`` is None.
+        CheckpointError: if a checkpoint cannot be written.
+        StoppedBySignal: if SIGINT or SIGTERM stopped training (after its checkpoint was written).
     """
     algo = validate(cfg)
     if cfg.torch_threads > 0:
         torch.set_num_threads(int(cfg.torch_threads))
     torch.backends.cudnn.deterministic = bool(cfg.torch_deterministic)
     seed_everything(int(cfg.seed))
-    run = Run(cfg, run_dir)
-    print(f"rlrun: {cfg.algo.name} on {cfg.env.id}, run directory {run.dir}\n"
+    run = Run(cfg, run_dir, resume=resume)
+    verb = f"resuming from step {run.start_step} in" if resume else "run directory"
+    print(f"rlrun: {cfg.algo.name} on {cfg.env.id}, {verb} {run.dir}\n"
           f"rlrun: watch it with: tensorboard --logdir {run.dir}", flush=True)
     try:
         metric = algo.train(cfg, run)
     finally:
         run.close()
-    print(f"rlrun: done, mean return of the last {len(run.returns)} episodes: {metric:.2f}; "
-          f"checkpoints in {run.ckpt_dir}", flush=True)
+    if run.should_stop:
+        print(f"rlrun: stopped by {signal.Signals(run.stop_signal).name} at step {run.last_checkpoint_step}, "
+              f"checkpoint written; continue with: rlrun resume={run.dir}", flush=True)
+        raise StoppedBySignal(run.stop_signal)
+    else:
+        print(f"rlrun: done, mean return of the last {len(run.returns)} episodes: {metric:.2f}; "
+              f"checkpoints in {run.ckpt_dir}", flush=True)
     return metric
+
+
+class StoppedBySignal(Exception):
+    """Training stopped early on SIGINT or SIGTERM after writing a checkpoint; ``args[0]`` is the signal."""
+
+
+# Keys a resumed run may change: they extend or observe the experiment without changing it.
+RESUMABLE_KEYS = ("total_timesteps", "device", "torch_threads", "logging", "checkpoint", "eval")
+
+
+def resume_config(run_dir: Path, overrides: list[str], checkpoint: dict) -> DictConfig:
+    """The config of a run being resumed: its saved config.yaml plus the allowed ``overrides``.
+
+    Raises:
+        ConfigError: if an override changes the experiment (anything outside RESUMABLE_KEYS),
+            total_timesteps is below the checkpoint's step, or config.yaml was edited away
+            from the checkpoint's config in a key that defines the experiment.
+    """
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    in_checkpoint = OmegaConf.create(checkpoint["config"])
+    for key in experiment_keys(saved) | experiment_keys(in_checkpoint):
+        a, b = OmegaConf.select(saved, key), OmegaConf.select(in_checkpoint, key)
+        if a != b:
+            raise ConfigError(f"{run_dir / 'config.yaml'} was edited: {key}={a!r} but the checkpoint was trained "
+                              f"with {key}={b!r}; only {', '.join(RESUMABLE_KEYS)} may change on resume")
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    for override in parsed:
+        key = override.key_or_group
+        if key == "resume" or key.startswith("hydra"):
+            continue
+        if not key.split(".")[0] in RESUMABLE_KEYS or override.is_add() or override.is_delete():
+            raise ConfigError(f"{override.input_line} changes the experiment being resumed; only "
+                              f"{', '.join(RESUMABLE_KEYS)} may change on resume (start a new run instead)")
+        OmegaConf.update(saved, key, override.value(), merge=True)
+    saved.resume = str(run_dir)
+    step = int(checkpoint["global_step"])
+    if saved.total_timesteps < step:
+        fail("total_timesteps", saved.total_timesteps, f"at least the checkpoint's step {step} when resuming")
+    return saved
+
+
+def experiment_keys(cfg: DictConfig) -> set[str]:
+    """Dotted keys of ``cfg`` that define the experiment (all leaves outside RESUMABLE_KEYS and resume)."""
+    keys: set[str] = set()
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        elif prefix.split(".")[0] not in (*RESUMABLE_KEYS, "resume"):
+            keys.add(prefix)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return keys
+
+
+def resume_run(run_dir: Path, overrides: list[str]) -> float:
+    """Continue the run in ``run_dir`` from its newest valid checkpoint (see ``rlrun resume=<dir>``)."""
+    try:
+        path, checkpoint = latest_checkpoint(run_dir)
+    except FileNotFoundError as exc:
+        raise RunDirError(f"cannot resume: {exc}") from None
+    cfg = resume_config(run_dir, overrides, checkpoint)
+    changed = [o for o in overrides if not o.startswith(("resume=", "hydra"))]
+    with open(run_dir / "resumes.log", "a") as log:
+        log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} resumed from {path.name} at step "
+                  f"{checkpoint['global_step']}; overrides: {' '.join(changed) or 'none'}\n")
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return run_training(cfg, run_dir, resume=checkpoint)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://rlrun.configs", config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        if cfg.resume:
+            return resume_run(Path(cfg.resume), list(HydraConfig.get().overrides.task))
         return run_training(cfg, run_dir)
-    except (ConfigError, RunDirError) as exc:
+    except StoppedBySignal as stop:
+        sys.exit(128 + stop.args[0])  # the shell convention for "ended by signal N"
+    except (ConfigError, RunDirError, CheckpointError) as exc:
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # Hydra created it for us; leave nothing behind
         print(f"rlrun: invalid config: {exc}" if isinstance(exc, ConfigError) else f"rlrun: {exc}",
               file=sys.stderr, flush=True)
-        sys.exit(EXIT_BAD_CONFIG)
+        sys.exit(EXIT_BAD_CONFIG if not isinstance(exc, CheckpointError) else EXIT_CHECKPOINT_FAILED)
 
 
 def main() -> None:

@@ -15,8 +15,11 @@ from __future__ import annotations
 import collections
 import os
 import random
+import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 CHECKPOINT_FORMAT = 1       # bumped when the checkpoint layout changes incompatibly
 CHECKPOINT_DIGITS = 12      # zero-padded step number in checkpoint file names
 BAR_REFRESH_SECONDS = 0.2  # the progress display is redrawn at most this often
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # checkpoint and stop cleanly on these
 RUN_MARKERS = ("config.yaml", "checkpoints")  # files whose presence means a directory already holds a run
 
 
@@ -73,40 +77,87 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (disk full, permissions); the previous one is intact."""
+
+
 class Run:
-    """An open training run: directory, TensorBoard writer, checkpoints and progress.
+    """An open training run: directory, TensorBoard writer, checkpoints, progress and signals.
 
     Args:
         cfg: the composed, validated config.
-        run_dir: directory to write into; created if needed. It must not already
-            hold a run (``config.yaml`` or ``checkpoints/``).
+        run_dir: directory to write into; created if needed. A new run refuses a
+            directory that already holds a run (``config.yaml`` or ``checkpoints/``).
+        resume: the payload of the checkpoint to continue from (see
+            :func:`latest_checkpoint`), or None for a new run. A resumed run keeps its
+            directory, continues its TensorBoard curves from the checkpoint's step
+            (events written after it by the interrupted process are purged) and its
+            episode statistics. The algorithm restores its own state from
+            ``run.restored``.
+
+    While the run is open, SIGINT and SIGTERM set :attr:`stop_signal`; the algorithm
+    checks :attr:`should_stop` once per iteration, writes a checkpoint and returns.
+    A second signal exits at once.
 
     Raises:
-        RunDirError: if ``run_dir`` already holds a run.
+        RunDirError: if a new run's ``run_dir`` already holds a run.
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: str | Path):
+    def __init__(self, cfg: DictConfig, run_dir: str | Path, resume: dict[str, Any] | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         self.cfg = cfg
         self.dir = Path(run_dir).resolve()
-        taken = [m for m in RUN_MARKERS if (self.dir / m).exists()]
-        if taken:
-            raise RunDirError(f"run directory {self.dir} already holds a run ({', '.join(taken)}); "
-                              "rlrun never reuses one: pass another hydra.run.dir=...")
         self.ckpt_dir = self.dir / "checkpoints"
-        self.ckpt_dir.mkdir(parents=True, exist_ok=False)
-        (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        self.writer = SummaryWriter(log_dir=str(self.dir))
-        self.writer.add_text("hyperparameters", hyperparameter_table(cfg))
+        self.restored = resume
         self.total = int(cfg.total_timesteps)
         self.checkpoint_interval = int(cfg.checkpoint.interval)
         self.keep_last = int(cfg.checkpoint.keep_last)
-        self.start_time = time.time()
-        self.start_step = 0
-        self.last_checkpoint_step = 0
         self.returns: collections.deque[float] = collections.deque(maxlen=int(cfg.logging.metric_episodes))
+        if resume is None:
+            taken = [m for m in RUN_MARKERS if (self.dir / m).exists()]
+            if taken:
+                raise RunDirError(f"run directory {self.dir} already holds a run ({', '.join(taken)}); "
+                                  "rlrun never reuses one: pass another hydra.run.dir=..., or resume it with "
+                                  f"resume={self.dir}")
+            self.ckpt_dir.mkdir(parents=True, exist_ok=False)
+            (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            self.start_step = 0
+            self.writer = SummaryWriter(log_dir=str(self.dir))
+            self.writer.add_text("hyperparameters", hyperparameter_table(cfg))
+        else:
+            for stale in self.ckpt_dir.glob(".tmp_*"):  # left by a process killed while writing
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+            self.start_step = int(resume["global_step"])
+            self.returns.extend(resume["run"]["returns"])
+            self.writer = SummaryWriter(log_dir=str(self.dir), purge_step=self.start_step)
+        self.last_checkpoint_step = self.start_step
+        self.start_time = time.time()
+        self.stop_signal: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
+        self._install_signal_handlers()
         self._progress = Progress(cfg.logging.progress, float(cfg.logging.progress_interval), self.total)
+
+    # ---- signals -------------------------------------------------------------------
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread (e.g. not in a Ray worker thread)
+        for sig in STOP_SIGNALS:
+            self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.stop_signal is not None:
+            print(f"\nrlrun: second {name}: exiting now without a checkpoint", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        self.stop_signal = signum
+        print(f"\nrlrun: {name} received: writing a checkpoint and stopping (send it again to exit at once)",
+              file=sys.stderr, flush=True)
+
+    @property
+    def should_stop(self) -> bool:
+        """True once SIGINT or SIGTERM was received: checkpoint and return."""
+        return self.stop_signal is not None
 
     # ---- scalars -------------------------------------------------------------------
     def sps(self, global_step: int) -> int:
@@ -140,43 +191,78 @@ class Run:
         interval = self.checkpoint_interval
         return interval > 0 and global_step // interval > self.last_checkpoint_step // interval
 
-    def save_checkpoint(self, global_step: int, state: dict[str, Any]) -> Path:
+    def save_checkpoint(self, global_step: int, state: dict[str, Any], replay: Any = None) -> Path:
         """Write ``checkpoints/step_<global_step>.pt`` atomically and keep the newest K.
 
         ``state`` holds the algorithm's tensors and plain values (state_dicts,
-        counters); the config, the format version and the global RNG states are
-        added here. The file is written to a temporary name in the same directory,
+        counters); the config, the format version, the global RNG states and the
+        run's episode statistics are added here. With ``replay`` (an object with
+        ``save(directory)``) and ``checkpoint.save_replay``, the buffer is written
+        first to ``checkpoints/replay_<global_step>/``; only the newest snapshot is
+        kept. Every file is written under a temporary name in the same directory,
         flushed to disk and renamed into place, so a crash never leaves a partial
         checkpoint under a real name.
+
+        Raises:
+            CheckpointError: if writing fails (disk full, ...); earlier checkpoints are intact.
         """
+        name = f"step_{global_step:0{CHECKPOINT_DIGITS}d}"
+        path = self.ckpt_dir / f"{name}.pt"
         payload = {"format": CHECKPOINT_FORMAT, "algo": self.cfg.algo.name, "global_step": int(global_step),
-                   "config": OmegaConf.to_yaml(self.cfg, resolve=True), "rng": rng_state(), **state}
-        path = self.ckpt_dir / f"step_{global_step:0{CHECKPOINT_DIGITS}d}.pt"
-        fd, tmp = tempfile.mkstemp(dir=self.ckpt_dir, prefix=".tmp_", suffix=".pt")
+                   "config": OmegaConf.to_yaml(self.cfg, resolve=True), "rng": rng_state(),
+                   "run": {"returns": list(self.returns)}, **state}
+        replay_dir = self.ckpt_dir / f"replay_{global_step:0{CHECKPOINT_DIGITS}d}"
         try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            if replay is not None and self.cfg.checkpoint.save_replay:
+                tmp_dir = Path(tempfile.mkdtemp(dir=self.ckpt_dir, prefix=".tmp_replay_"))
+                try:
+                    replay.save(tmp_dir / "data")
+                    shutil.rmtree(replay_dir, ignore_errors=True)
+                    os.replace(tmp_dir / "data", replay_dir)
+                finally:
+                    shutil.rmtree(tmp_dir, ignore_errors=True)
+            fd, tmp = tempfile.mkstemp(dir=self.ckpt_dir, prefix=".tmp_", suffix=".pt")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    torch.save(payload, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+        except OSError as exc:
+            if not path.exists():
+                shutil.rmtree(replay_dir, ignore_errors=True)  # no snapshot without its checkpoint
+            previous = checkpoint_paths(self.dir)
+            raise CheckpointError(
+                f"could not write checkpoint {path.name} at step {global_step}: {exc.strerror or exc}; "
+                + (f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint")
+            ) from None
         self.last_checkpoint_step = global_step
         for old in checkpoint_paths(self.dir)[: -self.keep_last]:
             old.unlink()
+        for old in sorted(self.ckpt_dir.glob("replay_*"))[:-1]:
+            shutil.rmtree(old)
         return path
 
-    def maybe_checkpoint(self, global_step: int, state_fn: Callable[[], dict[str, Any]]) -> None:
-        """Save ``state_fn()`` if a checkpoint is due at ``global_step``."""
+    def maybe_checkpoint(self, global_step: int, state_fn: Callable[[], dict[str, Any]], replay: Any = None) -> None:
+        """Save ``state_fn()`` (and ``replay``) if a checkpoint is due at ``global_step``."""
         if self.checkpoint_due(global_step):
-            self.save_checkpoint(global_step, state_fn())
+            self.save_checkpoint(global_step, state_fn(), replay)
+
+    def final_checkpoint(self, global_step: int, state_fn: Callable[[], dict[str, Any]], replay: Any = None) -> None:
+        """Save the checkpoint at the end of training or on a stop signal, unless one exists at this step."""
+        if self.last_checkpoint_step != global_step or not checkpoint_paths(self.dir):
+            self.save_checkpoint(global_step, state_fn(), replay)
 
     def close(self) -> None:
-        """Flush TensorBoard and close the progress display."""
+        """Flush TensorBoard, close the progress display and restore the signal handlers."""
         self.writer.flush()
         self.writer.close()
         self._progress.close()
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        self._previous_handlers.clear()
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -196,7 +282,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def checkpoint_paths(run_dir: str | Path) -> list[Path]:
-    """The checkpoint files of a run directory, oldest first."""
+    """The checkpoint files of a run directory, oldest first (names sort by step)."""
     return sorted((Path(run_dir) / "checkpoints").glob("step_*.pt"))
 
 

@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from omegaconf import DictConfig, OmegaConf
 
-from rlrun.config import check_bool, check_choice, check_int, check_int_list, check_number, check_that, fail
+from rlrun.config import ConfigError, check_bool, check_choice, check_int, check_int_list, check_number, check_that, fail
 from rlrun.envs import make_vec_env
 from rlrun.nets import make_network
 from rlrun.replay import ReplayBuffer
-from rlrun.run import Run, resolve_device
+from rlrun.run import CHECKPOINT_DIGITS, Run, resolve_device, set_rng_state
 
 
 def validate(cfg: DictConfig) -> None:
@@ -127,11 +127,37 @@ def train(cfg: DictConfig, run: Run) -> float:
     def checkpoint_state() -> dict:
         return {"q_network": q_network.state_dict(), "target_network": target_network.state_dict(),
                 "optimizer": optimizer.state_dict(), "exploration_rng": rng.bit_generator.state,
-                "replay_rng": rb.rng.bit_generator.state}
+                "replay_rng": rb.rng.bit_generator.state, "next_log_step": next_log_step,
+                "learning_resumes": learning_resumes, "obs": torch.from_numpy(obs), "envs": envs.get_state()}
 
     obs = envs.reset(seed=cfg.seed)
-    global_step = 0
-    next_log_step = 0
+    global_step, next_log_step, learning_resumes = 0, 0, 0
+    if run.restored is not None:  # resume: continue exactly where the checkpoint left off
+        ckpt = run.restored
+        global_step, next_log_step = ckpt["global_step"], ckpt["next_log_step"]
+        load_network_state(q_network, ckpt["q_network"], "q_network", cfg)
+        load_network_state(target_network, ckpt["target_network"], "target_network", cfg)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        rng.bit_generator.state = ckpt["exploration_rng"]
+        rb.rng.bit_generator.state = ckpt["replay_rng"]
+        learning_resumes = ckpt["learning_resumes"]
+        snapshot = run.ckpt_dir / f"replay_{global_step:0{CHECKPOINT_DIGITS}d}"
+        if snapshot.is_dir():
+            rb.load(snapshot)
+        else:
+            refill = max(min(args.learning_starts, int(cfg.replay.buffer_size)), args.batch_size)
+            learning_resumes = global_step + refill
+            print(f"rlrun: no replay snapshot for step {global_step}: refilling the buffer for "
+                  f"{learning_resumes - global_step} steps before learning resumes", flush=True)
+        if ckpt["envs"] is not None:
+            obs = ckpt["obs"].numpy().copy()
+            envs.set_state(ckpt["envs"])
+        else:
+            rb.end_episodes(ckpt["obs"].numpy())
+            print(f"rlrun: the {cfg.env.id} simulator state cannot be saved: episodes restart at step "
+                  f"{global_step}", flush=True)
+        set_rng_state(ckpt["rng"])
+
     while global_step < run.total:
         # ALGO LOGIC: epsilon-greedy action for every env
         epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * run.total, global_step)
@@ -150,7 +176,7 @@ def train(cfg: DictConfig, run: Run) -> float:
         obs = step.obs
 
         # ALGO LOGIC: training
-        if global_step > args.learning_starts:
+        if global_step > args.learning_starts and global_step >= learning_resumes:
             for _ in range(multiples_in(global_step, num_envs, args.train_frequency)):
                 b = rb.sample(args.batch_size)
                 loss, q_mean = update(*(torch.as_tensor(x, device=device)
@@ -169,11 +195,27 @@ def train(cfg: DictConfig, run: Run) -> float:
 
         global_step += num_envs
         run.progress(global_step)
-        run.maybe_checkpoint(global_step, checkpoint_state)
+        run.maybe_checkpoint(global_step, checkpoint_state, rb)
+        if run.should_stop:
+            break
 
-    run.save_checkpoint(global_step, checkpoint_state())
+    run.final_checkpoint(global_step, checkpoint_state, rb)
     envs.close()
     return run.mean_return()
+
+
+def load_network_state(network: torch.nn.Module, state: dict, name: str, cfg: DictConfig) -> None:
+    """Load a checkpoint's ``name`` weights, refusing ones whose shapes do not match the config.
+
+    Raises:
+        ConfigError: naming the network and the mismatch.
+    """
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise ConfigError(f"the checkpoint's {name} does not match the config (env {cfg.env.id}, "
+                          f"algo.hidden_sizes={list(cfg.algo.hidden_sizes)}): {detail}") from None
 
 
 def make_policy(cfg: DictConfig, state: dict, obs_shape: tuple[int, ...], n_actions: int,
@@ -192,7 +234,7 @@ def make_policy(cfg: DictConfig, state: dict, obs_shape: tuple[int, ...], n_acti
         ``act(obs) -> actions``: (N, *obs_shape) observations to (N,) int64 actions.
     """
     q_network = make_network(obs_shape, n_actions, list(cfg.algo.hidden_sizes)).to(device)
-    q_network.load_state_dict(state["q_network"])
+    load_network_state(q_network, state["q_network"], "q_network", cfg)
     q_network.eval()
     rng = np.random.default_rng(seed)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
+import torch
 from omegaconf import DictConfig
 
 from rlrun.config import ConfigError, check_bool, check_choice, check_int, check_number, fail, get
@@ -87,6 +88,27 @@ class VecEnv:
 
     def close(self) -> None:
         """Release the envs."""
+
+    def get_state(self) -> dict | None:
+        """Everything needed to continue these episodes exactly, as plain values and tensors
+        (checkpoint-safe); None if the simulator's state cannot be captured (ALE, MuJoCo)."""
+        env_state = self._get_env_state()
+        if env_state is None:
+            return None
+        return {"returns": torch.from_numpy(self._returns.copy()), "lengths": torch.from_numpy(self._lengths.copy()),
+                "envs": env_state}
+
+    def set_state(self, state: dict) -> None:
+        """Restore :meth:`get_state`'s output into envs built from the same config (after ``reset``)."""
+        self._returns = state["returns"].numpy().copy()
+        self._lengths = state["lengths"].numpy().copy()
+        self._set_env_state(state["envs"])
+
+    def _get_env_state(self):
+        return None
+
+    def _set_env_state(self, state) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot restore env state")
 
     def _reset(self, seed: int) -> np.ndarray:
         raise NotImplementedError
@@ -169,6 +191,7 @@ class GymVecEnv(VecEnv):
         )
         self.single_observation_space = self._env.single_observation_space
         self.single_action_space = self._env.single_action_space
+        self.capturable = type(self._env.envs[0].unwrapped).__module__.startswith(CAPTURABLE_MODULES)
 
     def _reset(self, seed: int) -> np.ndarray:
         obs, _ = self._env.reset(seed=seed)
@@ -187,6 +210,45 @@ class GymVecEnv(VecEnv):
 
     def close(self) -> None:
         self._env.close()
+
+    def _get_env_state(self):
+        if not self.capturable:
+            return None
+        return [[_plain_attributes(layer) for layer in _wrapper_chain(sub)] for sub in self._env.envs]
+
+    def _set_env_state(self, state) -> None:
+        for sub, layers in zip(self._env.envs, state):
+            for layer, attributes in zip(_wrapper_chain(sub), layers):
+                for name, value in attributes.items():
+                    if isinstance(value, dict) and "bit_generator" in value:
+                        getattr(layer, name).bit_generator.state = value
+                    else:
+                        setattr(layer, name, value.numpy().copy() if isinstance(value, torch.Tensor) else value)
+
+
+CAPTURABLE_MODULES = ("gymnasium.envs.classic_control", "gymnasium.envs.toy_text")  # state is plain attributes
+
+
+def _wrapper_chain(env: gym.Env) -> list[gym.Env]:
+    """[outermost wrapper, ..., unwrapped env]."""
+    chain = [env]
+    while hasattr(chain[-1], "env"):
+        chain.append(chain[-1].env)
+    return chain
+
+
+def _plain_attributes(obj: object) -> dict:
+    """The attributes of ``obj`` that hold simulation state: numbers, strings, None, numeric arrays
+    (as tensors) and NumPy generators (as their bit-generator state)."""
+    out = {}
+    for name, value in vars(obj).items():
+        if isinstance(value, np.random.Generator):
+            out[name] = value.bit_generator.state
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+            out[name] = torch.from_numpy(value.copy())
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            out[name] = value
+    return out
 
 
 def validate_env(cfg: DictConfig) -> None:

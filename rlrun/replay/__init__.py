@@ -26,6 +26,7 @@ of the K-1 oldest slots once the ring has wrapped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -179,6 +180,62 @@ class ReplayBuffer:
         later_start = np.flip(np.logical_or.accumulate(np.flip(starts, axis=1), axis=1), axis=1)
         out[:, :-1][later_start] = 0
         return out
+
+    ARRAYS = ("frames", "actions", "rewards", "terminated", "episode_start", "episode_end")
+
+    def save(self, directory: str | Path) -> None:
+        """Write the buffer into ``directory`` (created) as plain ``.npy`` arrays: no pickles, so
+        loading it runs no code. The caller makes the directory appear atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True)
+        for name in self.ARRAYS:
+            np.save(directory / f"{name}.npy", getattr(self, name))
+        keys = sorted(self.final_frames)
+        np.save(directory / "final_keys.npy", np.array(keys, dtype=np.int64).reshape(len(keys), 2))
+        np.save(directory / "final_frames.npy", np.stack([self.final_frames[k] for k in keys]) if keys
+                else np.zeros((0, *self.frame_shape), self.frames.dtype))
+        np.save(directory / "cursor.npy", np.array([self.pos, int(self.full)], dtype=np.int64))
+        np.save(directory / "next_is_start.npy", self._next_is_start)
+
+    def load(self, directory: str | Path) -> None:
+        """Fill this buffer from :meth:`save`'s output (``allow_pickle=False``; the big arrays are
+        memory-mapped and copied in place, so loading needs no second copy in RAM).
+
+        Raises:
+            ValueError: if a file is missing, unreadable, or its shape or dtype does not match this buffer.
+        """
+        directory = Path(directory)
+
+        def read(name: str, like: np.ndarray | None = None, mmap: bool = False) -> np.ndarray:
+            try:
+                array = np.load(directory / f"{name}.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+            except Exception as exc:
+                raise ValueError(f"replay snapshot {directory}: cannot read {name}.npy ({exc})") from None
+            if like is not None and (array.shape != like.shape or array.dtype != like.dtype):
+                raise ValueError(f"replay snapshot {directory}: {name}.npy has shape {array.shape} {array.dtype}, "
+                                 f"this buffer needs {like.shape} {like.dtype}")
+            return array
+
+        for name in self.ARRAYS:
+            getattr(self, name)[...] = read(name, getattr(self, name), mmap=True)
+        keys, finals = read("final_keys"), read("final_frames")
+        if len(keys) != len(finals) or finals.shape[1:] != self.frame_shape:
+            raise ValueError(f"replay snapshot {directory}: final_keys and final_frames do not match")
+        self.final_frames = {(int(t), int(e)): np.array(f) for (t, e), f in zip(keys, finals)}
+        self.pos, full = (int(v) for v in read("cursor"))
+        self.full = bool(full)
+        self._next_is_start = read("next_is_start", self._next_is_start).copy()
+
+    def end_episodes(self, final_obs: np.ndarray) -> None:
+        """Close every env's running episode after its newest slot, with ``final_obs`` (N, *obs_shape)
+        as the successor: used when the envs are reset out of turn (resuming an Atari run)."""
+        t = (self.pos - 1) % self.size_per_env
+        if len(self) == 0:
+            return
+        for e in np.flatnonzero(~self._next_is_start):  # envs whose episode is still running
+            self.episode_end[t, e] = True
+            self.final_frames[(t, e)] = np.array(final_obs[e][-1] if self.frame_stack > 1 else final_obs[e])
+        self._next_is_start[:] = True
 
     @staticmethod
     def nbytes_for(capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype, frame_stack: int) -> int:
