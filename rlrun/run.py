@@ -131,7 +131,8 @@ class Run:
             self.start_step = int(resume["global_step"])
             self.returns.extend(resume["run"]["returns"])
             self.writer = SummaryWriter(log_dir=str(self.dir), purge_step=self.start_step)
-        self.last_checkpoint_step = self.start_step
+        self.last_checkpoint_step = self.last_eval_step = self.start_step
+        self.eval_interval = int(cfg.eval.interval)
         self.start_time = time.time()
         self.stop_signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}
@@ -250,6 +251,26 @@ class Run:
         if self.checkpoint_due(global_step):
             self.save_checkpoint(global_step, state_fn(), replay)
 
+    def maybe_evaluate(self, global_step: int, state_fn: Callable[[], dict[str, Any]]) -> None:
+        """Every ``eval.interval`` agent steps (0 = never), play ``eval.episodes`` whole episodes on a
+        separate env with the algorithm's evaluation policy of ``state_fn()`` (a checkpoint-like payload),
+        and log eval/episodic_return and eval/mean_return; with ``eval.video`` also write MP4s into
+        ``videos/step_<global_step>/``."""
+        interval = self.eval_interval
+        if interval <= 0 or global_step // interval <= self.last_eval_step // interval:
+            return
+        from rlrun.evaluate import evaluate, make_act  # evaluate imports this module
+
+        self.last_eval_step = global_step
+        cfg, state = self.cfg, state_fn()
+        seed = int(cfg.seed) + int(cfg.eval.seed_offset)
+        video_dir = self.dir / "videos" / f"step_{global_step:0{CHECKPOINT_DIGITS}d}" if cfg.eval.video else None
+        stats = evaluate(cfg, lambda env: make_act(cfg, state, env, resolve_device(cfg.device), float(cfg.eval.epsilon),
+                                                   seed), int(cfg.eval.episodes), seed, video_dir)
+        for ret in stats["returns"]:
+            self.writer.add_scalar("eval/episodic_return", ret, global_step)
+        self.writer.add_scalar("eval/mean_return", stats["mean"], global_step)
+
     def final_checkpoint(self, global_step: int, state_fn: Callable[[], dict[str, Any]], replay: Any = None) -> None:
         """Save the checkpoint at the end of training or on a stop signal, unless one exists at this step."""
         if self.last_checkpoint_step != global_step or not checkpoint_paths(self.dir):
@@ -274,7 +295,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise ValueError(f"cannot load checkpoint {path}: {exc.__class__.__name__}: {exc}") from None
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(f"cannot load checkpoint {path}: {exc.__class__.__name__}: {first_line}") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path} is not an rlrun checkpoint of format {CHECKPOINT_FORMAT} (found {found!r})")
@@ -374,10 +396,19 @@ def read_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float, float]
     Raises:
         FileNotFoundError: if ``run_dir`` holds no event file.
     """
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    import logging
+
+    from tensorboard.backend.event_processing import event_accumulator
 
     if not list(Path(run_dir).glob("events.out.tfevents.*")):
         raise FileNotFoundError(f"no TensorBoard event files in {run_dir}")
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})  # 0 = keep every event
-    acc.Reload()
-    return {tag: [(e.step, e.value, e.wall_time) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    acc = event_accumulator.EventAccumulator(str(run_dir), size_guidance={"scalars": 0})  # 0 = keep every event
+    logger = logging.getLogger(event_accumulator.__name__)
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # a resumed run's purge of events past its checkpoint is expected, not news
+    try:
+        acc.Reload()
+    finally:
+        logger.setLevel(level)
+    return {tag: sorted(((e.step, e.value, e.wall_time) for e in acc.Scalars(tag)), key=lambda x: x[0])
+            for tag in acc.Tags()["scalars"]}

@@ -196,6 +196,7 @@ def train(cfg: DictConfig, run: Run) -> float:
         global_step += num_envs
         run.progress(global_step)
         run.maybe_checkpoint(global_step, checkpoint_state, rb)
+        run.maybe_evaluate(global_step, lambda: {"q_network": q_network.state_dict()})
         if run.should_stop:
             break
 

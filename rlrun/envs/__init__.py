@@ -16,6 +16,7 @@ termination) built in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -178,20 +179,37 @@ class AtariVecEnv(VecEnv):
 
 
 class GymVecEnv(VecEnv):
-    """Any gymnasium id in a ``SyncVectorEnv`` with same-step autoreset."""
+    """Gymnasium envs in a ``SyncVectorEnv`` with same-step autoreset.
 
-    def __init__(self, env_cfg: DictConfig, num_envs: int):
-        kwargs = dict(env_cfg.kwargs or {})
-        if env_cfg.max_episode_steps is not None:
-            kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
+    Args:
+        make_env: builds one sub-env (called ``num_envs`` times).
+        num_envs: number of sub-envs.
+        frame_stack: frames per observation (1 for vector observations).
+    """
+
+    def __init__(self, make_env: Callable[[], gym.Env], num_envs: int, frame_stack: int = 1):
         self.num_envs = num_envs
-        self._env = gym.make_vec(
-            env_cfg.id, num_envs=num_envs, vectorization_mode="sync",
-            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}, **kwargs,
-        )
+        self.frame_stack = frame_stack
+        self._env = gym.vector.SyncVectorEnv([make_env] * num_envs,
+                                             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         self.single_observation_space = self._env.single_observation_space
         self.single_action_space = self._env.single_action_space
         self.capturable = type(self._env.envs[0].unwrapped).__module__.startswith(CAPTURABLE_MODULES)
+
+    @classmethod
+    def from_config(cls, env_cfg: DictConfig, num_envs: int, render_mode: str | None = None,
+                    wrapper: Callable[[gym.Env], gym.Env] | None = None) -> GymVecEnv:
+        """``num_envs`` copies of ``gymnasium.make(env_cfg.id, **env_cfg.kwargs)`` with the config's time
+        limit, optionally rendering (``render_mode``) and wrapped by ``wrapper``."""
+        kwargs = dict(env_cfg.kwargs or {})
+        if env_cfg.max_episode_steps is not None:
+            kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
+
+        def make_env() -> gym.Env:
+            env = gym.make(env_cfg.id, render_mode=render_mode, **kwargs)
+            return wrapper(env) if wrapper is not None else env
+
+        return cls(make_env, num_envs)
 
     def _reset(self, seed: int) -> np.ndarray:
         obs, _ = self._env.reset(seed=seed)
@@ -309,5 +327,5 @@ def make_vec_env(cfg: DictConfig, num_envs: int) -> VecEnv:
     if cfg.env.family == "atari":
         return AtariVecEnv(cfg.env, cfg.preprocessing, num_envs)
     if cfg.env.family == "gym":
-        return GymVecEnv(cfg.env, num_envs)
+        return GymVecEnv.from_config(cfg.env, num_envs)
     raise ConfigError(f"env.family={cfg.env.family!r} is not allowed: expected atari or gym")
