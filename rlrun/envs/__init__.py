@@ -53,6 +53,18 @@ class StepResult:
     episodes: list[tuple[float, int]] = field(default_factory=list)
 
 
+def step_result(obs: np.ndarray, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+                episode_end: np.ndarray, final_obs: np.ndarray | None) -> StepResult:
+    """A StepResult from a same-step-autoreset vector env's outputs; ``final_obs`` (N, ...) holds the
+    last observation of each env whose episode ended (an array, or an object array with None elsewhere)."""
+    last = obs
+    if episode_end.any():
+        last = obs.copy()
+        last[episode_end] = np.stack(list(final_obs[episode_end]))
+    return StepResult(obs, reward.astype(np.float32), terminated.astype(bool), truncated.astype(bool),
+                      episode_end, last)
+
+
 class VecEnv:
     """N environments stepped together, with raw episode statistics.
 
@@ -167,12 +179,7 @@ class AtariVecEnv(VecEnv):
         # A reset (game over or time limit) restarts the episode frame counter; a lost life does not.
         episode_end = truncated | (frame < self._episode_frame)
         self._episode_frame = frame
-        final_obs = obs
-        if episode_end.any():
-            final_obs = obs.copy()
-            final_obs[episode_end] = info["final_obs"][episode_end]
-        return StepResult(obs, reward.astype(np.float32), terminated.astype(bool), truncated.astype(bool),
-                          episode_end, final_obs)
+        return step_result(obs, reward, terminated, truncated, episode_end, info.get("final_obs"))
 
     def close(self) -> None:
         self._env.close()
@@ -217,14 +224,7 @@ class GymVecEnv(VecEnv):
 
     def _step(self, actions: np.ndarray) -> StepResult:
         obs, reward, terminated, truncated, info = self._env.step(actions)
-        episode_end = terminated | truncated
-        final_obs = obs
-        if episode_end.any():
-            final_obs = obs.copy()
-            for i in np.flatnonzero(episode_end):
-                final_obs[i] = info["final_obs"][i]
-        return StepResult(obs, reward.astype(np.float32), terminated.astype(bool), truncated.astype(bool),
-                          episode_end, final_obs)
+        return step_result(obs, reward, terminated, truncated, terminated | truncated, info.get("final_obs"))
 
     def close(self) -> None:
         self._env.close()
