@@ -28,7 +28,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from gymnasium import spaces
 from omegaconf import DictConfig, OmegaConf
 
 from rlrun import algos
@@ -38,7 +37,7 @@ from rlrun.run import CHECKPOINT_DIGITS, latest_checkpoint, load_checkpoint, res
 
 EXIT_BAD_INPUT = 2  # exit status for a bad path or option, as for rlrun's invalid configs
 
-Policy = Callable[[np.ndarray], np.ndarray]  # (N, *obs_shape) observations -> (N,) int64 actions
+Policy = Callable[[np.ndarray], np.ndarray]  # (N, *obs_shape) observations -> (N, *action_shape) actions
 
 
 class InputError(ValueError):
@@ -50,8 +49,8 @@ def make_act(cfg: DictConfig, state: dict[str, Any], env: VecEnv, device: torch.
     """The evaluation policy of a checkpoint, from its algorithm's ``make_policy``.
 
     Dispatches through the registry to ``rlrun.algos.<cfg.algo.name>.make_policy(cfg,
-    state, obs_shape, n_actions, device, epsilon, seed)``; an algorithm becomes
-    evaluable by defining it (algorithms without exploration ignore ``epsilon``).
+    state, env, device, epsilon, seed)``; an algorithm becomes evaluable by defining it
+    (algorithms without exploration ignore ``epsilon``).
 
     Args:
         cfg: the run's config.
@@ -62,20 +61,17 @@ def make_act(cfg: DictConfig, state: dict[str, Any], env: VecEnv, device: torch.
         seed: seed of the policy's random choices.
 
     Returns:
-        ``act(obs)``: (N, *obs_shape) observations to (N,) int64 actions.
+        ``act(obs)``: (N, *obs_shape) observations to (N, *action_shape) actions.
 
     Raises:
         ValueError: unknown algorithm (ConfigError), an algorithm without
-            ``make_policy``, or an env without discrete actions.
+            ``make_policy``, or a policy that does not fit the env.
     """
     module = algos.get(cfg.algo.name)
     make_policy = getattr(module, "make_policy", None)
     if make_policy is None:
         raise ValueError(f"algorithm {cfg.algo.name!r} has no make_policy(...), so its checkpoints cannot be evaluated")
-    action_space = env.single_action_space
-    if not isinstance(action_space, spaces.Discrete):
-        raise ValueError(f"evaluation needs discrete actions, {cfg.env.id} has {action_space}")
-    return make_policy(cfg, state, env.single_observation_space.shape, int(action_space.n), device, epsilon, seed)
+    return make_policy(cfg, state, env, device, epsilon, seed)
 
 
 def make_eval_env(cfg: DictConfig, video_dir: str | Path | None = None, episodes: int = 0) -> VecEnv:

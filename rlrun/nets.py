@@ -10,49 +10,82 @@ from torch import nn
 PIXEL_SCALE = 255.0  # uint8 frames are scaled to [0, 1]
 
 
-class NatureCNN(nn.Module):
-    """The convolutional network of Mnih et al. 2015 (Nature 518:529), Methods.
+NATURE_FEATURES = 512  # width of the Nature CNN's last hidden layer
 
-    Input: (B, C, 84, 84) uint8 frames (C = frame stack), scaled by 1/255 inside.
-    Output: (B, out_features) float32.
-    Layers: conv 32x8x8 stride 4, conv 64x4x4 stride 2, conv 64x3x3 stride 1,
-    each followed by ReLU, then a 512-unit ReLU layer and a linear output layer.
+
+class NatureTrunk(nn.Module):
+    """The convolutional trunk of Mnih et al. 2015 (Nature 518:529), Methods, up to its 512 features.
+
+    Input: (B, C, H, W) uint8 frames (C = frame stack, 84x84 in the paper), scaled by 1/255 inside.
+    Output: (B, 512) float32.
+    Layers: conv 32x8x8 stride 4, conv 64x4x4 stride 2, conv 64x3x3 stride 1 and a
+    512-unit layer, each followed by ReLU.
     """
 
-    def __init__(self, in_channels: int, out_features: int, screen_size: int = 84):
+    def __init__(self, in_channels: int, screen_size: int = 84):
         super().__init__()
-        self.trunk = nn.Sequential(
+        convs = nn.Sequential(
             nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
             nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
             nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
             nn.Flatten(),
         )
         with torch.no_grad():
-            n_flat = self.trunk(torch.zeros(1, in_channels, screen_size, screen_size)).shape[1]
-        self.head = nn.Sequential(nn.Linear(n_flat, 512), nn.ReLU(), nn.Linear(512, out_features))
+            n_flat = convs(torch.zeros(1, in_channels, screen_size, screen_size)).shape[1]
+        self.layers = nn.Sequential(*convs, nn.Linear(n_flat, NATURE_FEATURES), nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(x.float() / PIXEL_SCALE))
+        return self.layers(x.float() / PIXEL_SCALE)
+
+
+class NatureCNN(nn.Module):
+    """The Nature DQN network: :class:`NatureTrunk` and a linear output layer.
+
+    Input: (B, C, H, W) uint8 frames. Output: (B, out_features) float32.
+    """
+
+    def __init__(self, in_channels: int, out_features: int, screen_size: int = 84):
+        super().__init__()
+        self.trunk = NatureTrunk(in_channels, screen_size)
+        self.head = nn.Linear(NATURE_FEATURES, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}  # names usable in configs
 
 
 class MLP(nn.Module):
-    """A ReLU multilayer perceptron for vector observations.
+    """A multilayer perceptron for vector observations (ReLU or tanh hidden layers).
 
     Input: (B, in_features) float32. Output: (B, out_features) float32.
     """
 
-    def __init__(self, in_features: int, out_features: int, hidden_sizes: Sequence[int]):
+    def __init__(self, in_features: int, out_features: int, hidden_sizes: Sequence[int], activation: str = "relu"):
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden_sizes:
-            layers += [nn.Linear(width, h), nn.ReLU()]
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
             width = h
         layers.append(nn.Linear(width, out_features))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.float())
+
+
+def orthogonal_init(module: nn.Module, gain: float = 2 ** 0.5, last_gain: float | None = None) -> nn.Module:
+    """Orthogonal weights with ``gain`` and zero biases for every linear and conv layer of ``module``
+    (Saxe et al. 2014; the PPO initialization of Huang et al. 2022, detail 2); the last such layer
+    gets ``last_gain`` if given. Returns ``module``."""
+    layers = [m for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    for i, layer in enumerate(layers):
+        g = last_gain if last_gain is not None and i == len(layers) - 1 else gain
+        nn.init.orthogonal_(layer.weight, g)
+        nn.init.zeros_(layer.bias)
+    return module
 
 
 def make_network(obs_shape: Sequence[int], out_features: int, hidden_sizes: Sequence[int]) -> nn.Module:

@@ -90,7 +90,7 @@ class Run:
             directory that already holds a run (``config.yaml`` or ``checkpoints/``).
         resume: the payload of the checkpoint to continue from (see
             :func:`latest_checkpoint`), or None for a new run. A resumed run keeps its
-            directory, continues its TensorBoard curves from the checkpoint's step
+            directory, continues its TensorBoard curves after the checkpoint's step
             (events written after it by the interrupted process are purged) and its
             episode statistics. The algorithm restores its own state from
             ``run.restored``.
@@ -130,7 +130,9 @@ class Run:
                 shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
             self.start_step = int(resume["global_step"])
             self.returns.extend(resume["run"]["returns"])
-            self.writer = SummaryWriter(log_dir=str(self.dir), purge_step=self.start_step)
+            # scalars at step g describe the run after g agent steps, so those up to the checkpoint's
+            # step were written before it; later ones are the interrupted process's and are dropped
+            self.writer = SummaryWriter(log_dir=str(self.dir), purge_step=self.start_step + 1)
         self.last_checkpoint_step = self.last_eval_step = self.start_step
         self.eval_interval = int(cfg.eval.interval)
         self.start_time = time.time()

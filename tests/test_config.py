@@ -14,6 +14,7 @@ from rlrun.config import ConfigError
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ENVS = sorted(p.stem for p in (CONFIGS / "env").glob("*.yaml") if p.stem not in ("atari", "gym"))
 ALGOS = sorted(p.stem for p in (CONFIGS / "algo").glob("*.yaml"))
+CONTINUOUS_ENVS = {"halfcheetah", "hopper"}
 
 
 def test_every_algo_config_has_a_registered_module():
@@ -27,7 +28,11 @@ def test_every_env_algo_pair_composes_and_validates(make_cfg, env, algo):
     assert cfg.algo.name == algo and cfg.env.name == env
     natural = "atari" if cfg.env.family == "atari" else "none"
     assert cfg.preprocessing.name == natural
-    validate(cfg)
+    if algo == "dqn" and env in CONTINUOUS_ENVS:
+        with pytest.raises(ConfigError, match="algo='dqn' is not allowed: expected an algorithm for continuous"):
+            validate(cfg)
+    else:
+        validate(cfg)
 
 
 def test_generic_envs_compose(make_cfg):

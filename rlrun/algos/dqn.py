@@ -24,7 +24,7 @@ from gymnasium import spaces
 from omegaconf import DictConfig, OmegaConf
 
 from rlrun.config import ConfigError, check_bool, check_choice, check_int, check_int_list, check_number, check_that, fail
-from rlrun.envs import make_vec_env
+from rlrun.envs import action_kind, make_vec_env
 from rlrun.nets import make_network
 from rlrun.replay import ReplayBuffer
 from rlrun.run import CHECKPOINT_DIGITS, Run, resolve_device, set_rng_state
@@ -61,6 +61,9 @@ def validate(cfg: DictConfig) -> None:
         fail("algo.batch_size", batch_size, f"at most replay.buffer_size={buffer_size}")
     if end_e > start_e:
         fail("algo.end_e", end_e, f"at most algo.start_e={start_e} (epsilon decays)")
+    if action_kind(cfg) != "categorical":
+        fail("algo", "dqn", f"an algorithm for continuous actions (e.g. algo=ppo): {cfg.env.id} has continuous "
+             "actions and DQN needs discrete ones")
     frames = int(cfg.preprocessing.frame_stack)
     check_that(buffer_size // num_envs >= frames + 1,
                f"replay.buffer_size={buffer_size} is not allowed: expected at least "
@@ -159,8 +162,9 @@ def train(cfg: DictConfig, run: Run) -> float:
         set_rng_state(ckpt["rng"])
 
     while global_step < run.total:
+        t = global_step  # agent steps before this iteration: the schedules' clock (CleanRL's loop index)
         # ALGO LOGIC: epsilon-greedy action for every env
-        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * run.total, global_step)
+        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * run.total, t)
         explore = rng.random(num_envs) < epsilon
         actions = rng.integers(0, n_actions, size=num_envs)
         if not explore.all():
@@ -170,22 +174,23 @@ def train(cfg: DictConfig, run: Run) -> float:
 
         # step the envs; log finished episodes (raw score over all lives)
         step = envs.step(actions)
+        global_step += num_envs  # agent steps done: the x-axis of every scalar
         run.log_episodes(global_step, step.episodes)
         rewards = np.sign(step.reward) if clip_rewards else step.reward
         rb.add(obs, actions, rewards, step.terminated, step.episode_end, step.final_obs)
         obs = step.obs
 
         # ALGO LOGIC: training
-        if global_step > args.learning_starts and global_step >= learning_resumes:
-            for _ in range(multiples_in(global_step, num_envs, args.train_frequency)):
+        if t > args.learning_starts and t >= learning_resumes:
+            for _ in range(multiples_in(t, num_envs, args.train_frequency)):
                 b = rb.sample(args.batch_size)
                 loss, q_mean = update(*(torch.as_tensor(x, device=device)
                                         for x in (b.obs, b.actions, b.rewards, b.next_obs, b.terminated)))
-                if global_step >= next_log_step:
-                    next_log_step = global_step + log_interval
+                if t >= next_log_step:
+                    next_log_step = t + log_interval
                     run.log(global_step, {"losses/td_loss": loss.item(), "losses/q_values": q_mean.item(),
                                           "charts/epsilon": epsilon})
-            if multiples_in(global_step, num_envs, args.target_network_frequency):
+            if multiples_in(t, num_envs, args.target_network_frequency):
                 with torch.no_grad():
                     for target_param, param in zip(target_network.parameters(), q_network.parameters()):
                         if args.tau == 1.0:
@@ -193,7 +198,6 @@ def train(cfg: DictConfig, run: Run) -> float:
                         else:
                             target_param.lerp_(param, args.tau)  # Polyak averaging
 
-        global_step += num_envs
         run.progress(global_step)
         run.maybe_checkpoint(global_step, checkpoint_state, rb)
         run.maybe_evaluate(global_step, lambda: {"q_network": q_network.state_dict()})
@@ -219,14 +223,13 @@ def load_network_state(network: torch.nn.Module, state: dict, name: str, cfg: Di
                           f"algo.hidden_sizes={list(cfg.algo.hidden_sizes)}): {detail}") from None
 
 
-def make_policy(cfg: DictConfig, state: dict, obs_shape: tuple[int, ...], n_actions: int,
-                device: torch.device, epsilon: float, seed: int):
+def make_policy(cfg: DictConfig, state: dict, envs, device: torch.device, epsilon: float, seed: int):
     """The evaluation policy of a DQN checkpoint: epsilon-greedy on its Q-network.
 
     Args:
         cfg: the run's config (network settings).
         state: a loaded checkpoint (``state["q_network"]``).
-        obs_shape, n_actions: the env's single observation shape and action count.
+        envs: the VecEnv to be played (its single observation and action spaces).
         device: where the network runs.
         epsilon: probability of a uniformly random action (0.05 in Mnih et al. 2015).
         seed: seed of the random actions.
@@ -234,6 +237,9 @@ def make_policy(cfg: DictConfig, state: dict, obs_shape: tuple[int, ...], n_acti
     Returns:
         ``act(obs) -> actions``: (N, *obs_shape) observations to (N,) int64 actions.
     """
+    if not isinstance(envs.single_action_space, spaces.Discrete):
+        fail("env", cfg.env.id, "an env with discrete actions for DQN")
+    obs_shape, n_actions = envs.single_observation_space.shape, int(envs.single_action_space.n)
     q_network = make_network(obs_shape, n_actions, list(cfg.algo.hidden_sizes)).to(device)
     load_network_state(q_network, state["q_network"], "q_network", cfg)
     q_network.eval()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import gymnasium as gym
+from gymnasium import spaces
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -267,6 +268,21 @@ def _plain_attributes(obj: object) -> dict:
         elif value is None or isinstance(value, (bool, int, float, str)):
             out[name] = value
     return out
+
+
+def action_kind(cfg: DictConfig) -> str:
+    """'categorical' for a discrete action space, 'gaussian' for a box; builds no env for ALE games."""
+    if cfg.env.family == "atari":
+        return "categorical"
+    env = gym.make(cfg.env.id, **dict(cfg.env.kwargs or {}))
+    space = env.action_space
+    env.close()
+    if isinstance(space, spaces.Discrete):
+        return "categorical"
+    if isinstance(space, spaces.Box) and len(space.shape) == 1:
+        return "gaussian"
+    raise ConfigError(f"env.id={cfg.env.id!r} is not allowed for PPO: its action space {space} is neither "
+                      "Discrete nor a 1-D Box")
 
 
 def validate_env(cfg: DictConfig) -> None:

@@ -1,0 +1,360 @@
+"""Proximal Policy Optimization: Schulman et al. 2017, "Proximal Policy Optimization Algorithms",
+arXiv:1707.06347, with the implementation details of Huang et al. 2022, "The 37 Implementation
+Details of Proximal Policy Optimization" (ICLR blog track), as in CleanRL's ppo.py, ppo_atari.py
+and ppo_continuous_action.py.
+
+One flat loop per iteration: collect ``num_steps`` steps from ``num_envs`` envs -> generalized
+advantage estimation (Schulman et al. 2016) -> ``update_epochs`` passes over ``num_minibatches``
+minibatches of the clipped surrogate objective, value loss and entropy bonus.
+
+``global_step`` counts agent steps summed over envs; on Atari one agent step is 4 frames.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.distributions import Categorical, Normal
+
+from rlrun.config import (ConfigError, check_bool, check_choice, check_int, check_int_list, check_number, fail,
+                          get)
+from rlrun.envs import VecEnv, action_kind, make_vec_env
+from rlrun.nets import MLP, NATURE_FEATURES, NatureTrunk, orthogonal_init
+from rlrun.normalize import ObsNormalizer, RewardNormalizer
+from rlrun.run import Run, resolve_device, set_rng_state
+
+ADV_EPSILON = 1e-8  # added to the advantage standard deviation when normalizing per minibatch
+POLICY_HEAD_GAIN = 0.01  # orthogonal gain of the policy's output layer (Huang et al. 2022, detail 2)
+VALUE_HEAD_GAIN = 1.0  # orthogonal gain of the value output layer
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the PPO keys and how they combine; raises ConfigError."""
+    a = "algo."
+    num_envs = check_int(cfg, a + "num_envs", low=1)
+    num_steps = check_int(cfg, a + "num_steps", low=1)
+    num_minibatches = check_int(cfg, a + "num_minibatches", low=1)
+    check_int(cfg, a + "update_epochs", low=1)
+    check_number(cfg, a + "learning_rate", low=0, low_open=True)
+    check_number(cfg, a + "adam_eps", low=0, low_open=True)
+    check_bool(cfg, a + "anneal_lr")
+    check_number(cfg, a + "gamma", low=0, high=1)
+    check_number(cfg, a + "gae_lambda", low=0, high=1)
+    check_bool(cfg, a + "norm_adv")
+    check_number(cfg, a + "clip_coef", low=0, low_open=True)
+    check_bool(cfg, a + "clip_vloss")
+    check_number(cfg, a + "ent_coef", low=0)
+    check_number(cfg, a + "vf_coef", low=0)
+    check_number(cfg, a + "max_grad_norm", low=0, low_open=True, optional=True)
+    check_number(cfg, a + "target_kl", low=0, low_open=True, optional=True)
+    check_int_list(cfg, a + "hidden_sizes")
+    check_choice(cfg, a + "activation", ["tanh", "relu"])
+    check_bool(cfg, a + "normalize_obs")
+    check_bool(cfg, a + "normalize_reward")
+    check_number(cfg, a + "obs_clip", low=0, low_open=True)
+    check_number(cfg, a + "reward_clip", low=0, low_open=True)
+    check_bool(cfg, a + "channels_last")
+    policy = check_choice(cfg, a + "policy", ["auto", "categorical", "gaussian"])
+    batch = num_envs * num_steps
+    if batch % num_minibatches:
+        fail("algo.num_minibatches", num_minibatches,
+             f"a divisor of algo.num_envs x algo.num_steps = {num_envs} x {num_steps} = {batch}")
+    if int(get(cfg, "total_timesteps")) < batch:
+        fail("total_timesteps", cfg.total_timesteps, f"at least one rollout of num_envs x num_steps = {batch} steps")
+    if policy != "auto":
+        kind = action_kind(cfg)
+        if kind != policy:
+            fail("algo.policy", policy, f"{kind} (or auto): {cfg.env.id} has "
+                 f"{'discrete' if kind == 'categorical' else 'continuous'} actions")
+
+
+class Agent(nn.Module):
+    """Actor and critic.
+
+    Pixels (C, H, W): a Nature CNN trunk shared by a categorical policy head and a value head.
+    Vectors (D,): separate MLPs for the policy and the value. A Box action space gets a
+    diagonal Gaussian policy with a state-independent log standard deviation.
+
+    Args:
+        obs_shape: one observation's shape.
+        action_space: Discrete(n) or a 1-D Box.
+        hidden_sizes, activation: MLP layers for vector observations.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], action_space: gym.Space, hidden_sizes: list[int],
+                 activation: str):
+        super().__init__()
+        self.continuous = isinstance(action_space, spaces.Box)
+        out = int(np.prod(action_space.shape)) if self.continuous else int(action_space.n)
+        if len(obs_shape) == 3:
+            self.trunk: nn.Module = orthogonal_init(NatureTrunk(obs_shape[0], obs_shape[-1]))
+            self.actor = orthogonal_init(nn.Linear(NATURE_FEATURES, out), POLICY_HEAD_GAIN)
+            self.critic = orthogonal_init(nn.Linear(NATURE_FEATURES, 1), VALUE_HEAD_GAIN)
+        else:
+            self.trunk = nn.Identity()
+            self.actor = orthogonal_init(MLP(obs_shape[0], out, hidden_sizes, activation), last_gain=POLICY_HEAD_GAIN)
+            self.critic = orthogonal_init(MLP(obs_shape[0], 1, hidden_sizes, activation), last_gain=VALUE_HEAD_GAIN)
+        if self.continuous:
+            self.actor_logstd = nn.Parameter(torch.zeros(1, out))
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """(B, *obs_shape) -> (B,) state values."""
+        return self.critic(self.trunk(obs)).squeeze(-1)
+
+    def dist_and_value(self, obs: torch.Tensor):
+        """The action distribution (independent over action dimensions) and (B,) values."""
+        features = self.trunk(obs)
+        head = self.actor(features)
+        value = self.critic(features).squeeze(-1)
+        if self.continuous:
+            return Normal(head, self.actor_logstd.expand_as(head).exp()), value
+        return Categorical(logits=head), value
+
+
+def log_prob_and_entropy(dist, actions: torch.Tensor, continuous: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) log-probabilities of ``actions`` and (B,) entropies; summed over dimensions for a Gaussian."""
+    if continuous:
+        return dist.log_prob(actions).sum(-1), dist.entropy().sum(-1)
+    return dist.log_prob(actions), dist.entropy()
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, next_value: torch.Tensor, terminated: torch.Tensor,
+        episode_end: torch.Tensor, final_values: torch.Tensor, gamma: float, gae_lambda: float) -> torch.Tensor:
+    """Generalized advantage estimation (Schulman et al. 2016) over a (T, N) rollout.
+
+    The successor of step t is step t+1's state, except where the episode ended at t
+    (the env reset): then it is the episode's final observation, whose value is
+    ``final_values[t]``. Terminated steps do not bootstrap (the successor's value counts 0);
+    truncated ones bootstrap from ``final_values``. Advantages never flow across a
+    termination (including an Atari life loss) or an episode end.
+
+    Args:
+        rewards, values, terminated, episode_end, final_values: (T, N) float32 (flags in {0, 1}).
+        next_value: (N,) value of the observation after the last step.
+        gamma, gae_lambda: discount and GAE parameter in [0, 1].
+
+    Returns:
+        (T, N) advantages; the value targets are advantages + values.
+    """
+    num_steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(next_value)
+    for t in reversed(range(num_steps)):
+        successor = next_value if t == num_steps - 1 else values[t + 1]
+        successor = torch.where(episode_end[t].bool(), final_values[t], successor)
+        delta = rewards[t] + gamma * successor * (1.0 - terminated[t]) - values[t]
+        carry = 1.0 - torch.maximum(terminated[t], episode_end[t])
+        last = delta + gamma * gae_lambda * carry * last
+        advantages[t] = last
+    return advantages
+
+
+def clipped_surrogate_loss(advantages: torch.Tensor, ratio: torch.Tensor, clip_coef: float) -> torch.Tensor:
+    """The PPO-Clip policy loss: mean of max(-A r, -A clip(r, 1 - eps, 1 + eps)) (Schulman et al. 2017, eq. 7)."""
+    return torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)).mean()
+
+
+def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
+               clip_coef: float | None) -> torch.Tensor:
+    """0.5 * mean squared error to the returns; with ``clip_coef`` the elementwise max with the error of
+    the value clipped to within clip_coef of ``old_values`` (Huang et al. 2022, detail 9)."""
+    unclipped = (new_values - returns) ** 2
+    if clip_coef is None:
+        return 0.5 * unclipped.mean()
+    clipped = (old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef) - returns) ** 2
+    return 0.5 * torch.max(unclipped, clipped).mean()
+
+
+def make_agent(cfg: DictConfig, envs: VecEnv, device: torch.device) -> Agent:
+    """The Agent for ``envs``' spaces and ``cfg.algo``'s network keys, on ``device``."""
+    obs_shape = envs.single_observation_space.shape
+    agent = Agent(obs_shape, envs.single_action_space, list(cfg.algo.hidden_sizes), cfg.algo.activation).to(device)
+    if len(obs_shape) == 3 and cfg.algo.channels_last:
+        agent = agent.to(memory_format=torch.channels_last)
+    return agent
+
+
+def load_agent_state(agent: Agent, state: dict, cfg: DictConfig) -> None:
+    """Load a checkpoint's agent weights, refusing ones whose shapes do not match the config. Raises ConfigError."""
+    try:
+        agent.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = str(exc).splitlines()
+        raise ConfigError(f"the checkpoint's agent does not match the config (env {cfg.env.id}, "
+                          f"algo.hidden_sizes={list(cfg.algo.hidden_sizes)}): "
+                          f"{(lines[1] if len(lines) > 1 else lines[0]).strip()}") from None
+
+
+def make_policy(cfg: DictConfig, state: dict, envs: VecEnv, device: torch.device, epsilon: float, seed: int):
+    """The evaluation policy of a PPO checkpoint: the distribution's mode (argmax or Gaussian mean) on
+    observations normalized with the checkpoint's statistics. ``epsilon`` and ``seed`` are unused.
+
+    Returns:
+        ``act(obs)``: (N, *obs_shape) observations to (N,) int64 or (N, A) float32 actions (clipped to the space).
+    """
+    agent = make_agent(cfg, envs, device)
+    load_agent_state(agent, state["agent"], cfg)
+    agent.eval()
+    obs_norm = ObsNormalizer(envs.single_observation_space.shape, bool(cfg.algo.normalize_obs), float(cfg.algo.obs_clip))
+    if state.get("obs_norm") is not None:
+        obs_norm.rms.load_state_dict(state["obs_norm"])
+    space = envs.single_action_space
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            dist, _ = agent.dist_and_value(torch.as_tensor(obs_norm(obs), device=device))
+            if agent.continuous:
+                return np.clip(dist.mean.cpu().numpy(), space.low, space.high)
+            return dist.probs.argmax(dim=1).cpu().numpy()
+
+    return act
+
+
+def train(cfg: DictConfig, run: Run) -> float:
+    """Train PPO on ``cfg.env``; returns the mean raw return of the last episodes."""
+    args = SimpleNamespace(**OmegaConf.to_container(cfg.algo, resolve=True))
+    device = resolve_device(cfg.device)
+    envs = make_vec_env(cfg, args.num_envs)
+    agent = make_agent(cfg, envs, device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
+    obs_shape, space = envs.single_observation_space.shape, envs.single_action_space
+    obs_norm = ObsNormalizer(obs_shape, args.normalize_obs, args.obs_clip)
+    reward_norm = RewardNormalizer(args.num_envs, args.gamma, args.normalize_reward, args.reward_clip)
+    clip_rewards = bool(cfg.preprocessing.clip_rewards)
+    batch_size = args.num_envs * args.num_steps
+    minibatch_size = batch_size // args.num_minibatches
+    num_iterations = run.total // batch_size
+    rng = np.random.default_rng(cfg.seed)  # minibatch shuffling
+
+    # rollout storage, (num_steps, num_envs, ...)
+    T, N = args.num_steps, args.num_envs
+    obs_dtype = torch.uint8 if len(obs_shape) == 3 else torch.float32
+    obs_buf = torch.zeros((T, N, *obs_shape), dtype=obs_dtype, device=device)
+    actions = torch.zeros((T, N, *space.shape), dtype=torch.float32 if agent.continuous else torch.int64, device=device)
+    logprobs, rewards, values, terminated, episode_end, final_values = (
+        torch.zeros((T, N), device=device) for _ in range(6))
+
+    def checkpoint_state() -> dict:
+        return {"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
+                "minibatch_rng": rng.bit_generator.state, "obs": torch.from_numpy(raw_obs),
+                "obs_norm": obs_norm.rms.state_dict() if args.normalize_obs else None,
+                "reward_norm": reward_norm.state_dict(), "envs": envs.get_state()}
+
+    raw_obs = envs.reset(seed=cfg.seed)
+    obs = obs_norm(raw_obs, update=True)
+    global_step, iteration = 0, 0
+    if run.restored is not None:  # resume at the iteration boundary of the checkpoint
+        ckpt = run.restored
+        global_step, iteration = ckpt["global_step"], ckpt["iteration"]
+        load_agent_state(agent, ckpt["agent"], cfg)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        rng.bit_generator.state = ckpt["minibatch_rng"]
+        if ckpt["obs_norm"] is not None:
+            obs_norm.rms.load_state_dict(ckpt["obs_norm"])
+        reward_norm.load_state_dict(ckpt["reward_norm"])
+        if ckpt["envs"] is not None:
+            raw_obs = ckpt["obs"].numpy().copy()
+            envs.set_state(ckpt["envs"])
+            obs = obs_norm(raw_obs)  # already merged into the restored statistics
+        else:
+            print(f"rlrun: the {cfg.env.id} simulator state cannot be saved: episodes restart at step "
+                  f"{global_step}", flush=True)
+        set_rng_state(ckpt["rng"])
+
+    while iteration < num_iterations:
+        iteration += 1
+        if args.anneal_lr:  # linear decay to 0 over the run (Huang et al. 2022, detail 4)
+            optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
+
+        # ROLLOUT: num_steps steps of every env with the current policy
+        for step in range(T):
+            global_step += N
+            obs_t = torch.as_tensor(obs, device=device)
+            obs_buf[step] = obs_t
+            with torch.no_grad():
+                dist, value = agent.dist_and_value(obs_t)
+                action = dist.sample()
+                logprobs[step] = log_prob_and_entropy(dist, action, agent.continuous)[0]
+            values[step], actions[step] = value, action
+            env_action = action.cpu().numpy()
+            if agent.continuous:  # applied clipped, stored unclipped (Huang et al. 2022, continuous detail 4)
+                env_action = np.clip(env_action, space.low, space.high)
+            result = envs.step(env_action)
+            run.log_episodes(global_step, result.episodes)
+            reward = np.sign(result.reward) if clip_rewards else result.reward
+            rewards[step] = torch.as_tensor(reward_norm(reward, result.episode_end), device=device)
+            terminated[step] = torch.as_tensor(result.terminated, dtype=torch.float32, device=device)
+            episode_end[step] = torch.as_tensor(result.episode_end, dtype=torch.float32, device=device)
+            final_values[step] = 0.0
+            truncated = np.flatnonzero(result.truncated & result.episode_end)
+            if len(truncated):  # bootstrap a time-limit end from the value of its final observation
+                with torch.no_grad():
+                    final = torch.as_tensor(obs_norm(result.final_obs[truncated]), device=device)
+                    final_values[step, torch.as_tensor(truncated, device=device)] = agent.value(final)
+            raw_obs = result.obs
+            obs = obs_norm(raw_obs, update=True)
+
+        # ALGO LOGIC: advantages and value targets
+        with torch.no_grad():
+            next_value = agent.value(torch.as_tensor(obs, device=device))
+        advantages = gae(rewards, values, next_value, terminated, episode_end, final_values, args.gamma,
+                         args.gae_lambda)
+        returns = advantages + values
+
+        b_obs = obs_buf.reshape(-1, *obs_shape)
+        b_actions = actions.reshape(-1, *space.shape)
+        b_logprobs, b_advantages, b_returns, b_values = (x.reshape(-1) for x in (logprobs, advantages, returns, values))
+
+        # ALGO LOGIC: update_epochs passes of minibatch gradient steps on the clipped objective
+        clipfracs = []
+        for epoch in range(args.update_epochs):
+            order = torch.as_tensor(rng.permutation(batch_size), device=device)
+            for start in range(0, batch_size, minibatch_size):
+                mb = order[start:start + minibatch_size]
+                dist, new_value = agent.dist_and_value(b_obs[mb])
+                new_logprob, entropy = log_prob_and_entropy(dist, b_actions[mb], agent.continuous)
+                logratio = new_logprob - b_logprobs[mb]
+                ratio = logratio.exp()
+                with torch.no_grad():  # KL estimators of Schulman 2020 (http://joschu.net/blog/kl-approx.html)
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean().item())
+                mb_advantages = b_advantages[mb]
+                if args.norm_adv:
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + ADV_EPSILON)
+                pg_loss = clipped_surrogate_loss(mb_advantages, ratio, args.clip_coef)
+                v_loss = value_loss(new_value, b_values[mb], b_returns[mb], args.clip_coef if args.clip_vloss else None)
+                entropy_loss = entropy.mean()
+                loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if args.max_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+            if args.target_kl is not None and approx_kl > args.target_kl:
+                break
+
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+        run.log(global_step, {
+            "charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/value_loss": v_loss.item(),
+            "losses/policy_loss": pg_loss.item(), "losses/entropy": entropy_loss.item(),
+            "losses/old_approx_kl": old_approx_kl.item(), "losses/approx_kl": approx_kl.item(),
+            "losses/clipfrac": float(np.mean(clipfracs)), "losses/explained_variance": float(explained_var)})
+        run.progress(global_step)
+        run.maybe_checkpoint(global_step, checkpoint_state)
+        run.maybe_evaluate(global_step, lambda: {"agent": agent.state_dict(),
+                                                 "obs_norm": obs_norm.rms.state_dict() if args.normalize_obs else None})
+        if run.should_stop:
+            break
+
+    run.final_checkpoint(global_step, checkpoint_state)
+    envs.close()
+    return run.mean_return()

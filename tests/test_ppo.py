@@ -1,0 +1,148 @@
+"""PPO: GAE, losses and distributions against hand computations; normalization; short real runs; resume."""
+
+from __future__ import annotations
+
+import io
+import math
+import signal
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Normal
+
+from rlrun.algos.ppo import clipped_surrogate_loss, gae, log_prob_and_entropy, value_loss
+from rlrun.cli import StoppedBySignal, run_training
+from rlrun.config import ConfigError
+from rlrun.normalize import RunningMeanStd
+from rlrun.run import Run, latest_checkpoint, read_scalars
+
+PPO_TAGS = ("charts/learning_rate", "losses/value_loss", "losses/policy_loss", "losses/entropy",
+            "losses/old_approx_kl", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
+            "charts/SPS")
+
+
+def test_gae_with_termination_truncation_and_life_loss_in_one_rollout():
+    # env 0: step 1 truncated (final obs worth 5.0), step 3 terminated (game over)
+    # env 1: step 1 terminated without an episode end (an Atari life loss)
+    rewards = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [4.0, 0.0]])
+    values = torch.tensor([[0.5, 1.0], [1.0, 1.0], [1.5, 1.0], [2.0, 1.0]])
+    terminated = torch.tensor([[0.0, 0.0], [0.0, 1.0], [0.0, 0.0], [1.0, 0.0]])
+    episode_end = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    final_values = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    next_value = torch.tensor([10.0, 2.0])
+    adv = gae(rewards, values, next_value, terminated, episode_end, final_values, gamma=0.9, gae_lambda=0.5)
+    # by hand, backwards; env 0: A3 = 4 - 2 = 2; A2 = 3 + .9*2 - 1.5 + .45*2 = 4.2;
+    # A1 = 2 + .9*5 - 1 (bootstrap from the final obs, no carry) = 5.5; A0 = 1 + .9*1 - .5 + .45*5.5 = 3.875
+    # env 1: A3 = .9*2 - 1 = .8; A2 = .9 - 1 + .45*.8 = .26; A1 = -1 (no bootstrap); A0 = -.1 + .45*-1 = -.55
+    expected = torch.tensor([[3.875, -0.55], [5.5, -1.0], [4.2, 0.26], [2.0, 0.8]])
+    torch.testing.assert_close(adv, expected)
+
+
+def test_clipped_surrogate_and_value_losses_by_hand():
+    advantages = torch.tensor([1.0, -1.0, 2.0])
+    ratio = torch.tensor([1.5, 0.5, 0.9])
+    # max(-A r, -A clip(r, .8, 1.2)): max(-1.5, -1.2) = -1.2; max(.5, .8) = .8; max(-1.8, -1.8) = -1.8
+    assert clipped_surrogate_loss(advantages, ratio, 0.2).item() == pytest.approx((-1.2 + 0.8 - 1.8) / 3)
+    new, old, returns = torch.tensor([2.0]), torch.tensor([1.0]), torch.tensor([3.0])
+    assert value_loss(new, old, returns, None).item() == pytest.approx(0.5)  # 0.5 * (2 - 3)^2
+    assert value_loss(new, old, returns, 0.5).item() == pytest.approx(1.125)  # clipped value 1.5: .5 * 2.25
+
+
+def test_gaussian_log_probability_and_entropy_sum_over_dimensions():
+    dist = Normal(torch.tensor([[0.0, 1.0]]), torch.tensor([[2.0, 1.0]]))
+    logp, entropy = log_prob_and_entropy(dist, torch.tensor([[1.0, 1.0]]), continuous=True)
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    assert logp.item() == pytest.approx((-0.5 * 0.25 - math.log(2) - half_log_2pi) + (-half_log_2pi))
+    assert entropy.item() == pytest.approx((0.5 + half_log_2pi + math.log(2)) + (0.5 + half_log_2pi))
+
+
+def test_running_mean_std_matches_numpy_and_survives_a_safe_checkpoint():
+    rng = np.random.default_rng(0)
+    data = rng.normal(3.0, 2.0, size=(1000, 5))
+    rms = RunningMeanStd((5,))
+    for chunk in np.split(data, 10):
+        rms.update(chunk)
+    np.testing.assert_allclose(rms.mean, data.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(rms.var, data.var(0), rtol=1e-5)
+    buf = io.BytesIO()
+    torch.save(rms.state_dict(), buf)
+    buf.seek(0)
+    copy = RunningMeanStd((5,))
+    copy.load_state_dict(torch.load(buf, weights_only=True))
+    np.testing.assert_array_equal(copy.mean, rms.mean)
+    np.testing.assert_array_equal(copy.var, rms.var)
+    with pytest.raises(ValueError, match="do not fit"):
+        RunningMeanStd((4,)).load_state_dict(rms.state_dict())
+
+
+def test_short_breakout_run_writes_ppo_scalars_and_a_checkpoint(make_cfg, tmp_path):
+    cfg = make_cfg("algo=ppo", "env=breakout", "algo.num_envs=2", "algo.num_steps=64", "total_timesteps=512",
+                   "checkpoint.interval=256", "logging.progress=none")
+    run_training(cfg, tmp_path / "run")
+    scalars = read_scalars(tmp_path / "run")
+    for tag in PPO_TAGS:
+        assert len(scalars.get(tag, [])) == 4, tag  # one per iteration of 128 steps
+    lrs = [v for _, v, _ in scalars["charts/learning_rate"]]
+    assert lrs[0] == pytest.approx(2.5e-4) and lrs == sorted(lrs, reverse=True)  # annealed
+    path, ckpt = latest_checkpoint(tmp_path / "run")
+    assert ckpt["global_step"] == 512 and ckpt["iteration"] == 4
+
+
+def test_short_halfcheetah_run_saves_its_normalization_statistics(make_cfg, tmp_path):
+    cfg = make_cfg("algo=ppo", "env=halfcheetah", "algo.num_steps=256", "algo.num_minibatches=4",
+                   "total_timesteps=1024", "logging.progress=none")
+    assert cfg.algo.normalize_obs and cfg.algo.update_epochs == 10  # CleanRL ppo_continuous_action settings
+    run_training(cfg, tmp_path / "run")
+    scalars = read_scalars(tmp_path / "run")
+    assert all(scalars.get(tag) for tag in PPO_TAGS)
+    _, ckpt = latest_checkpoint(tmp_path / "run")
+    assert ckpt["obs_norm"]["count"] == pytest.approx(1025, abs=1)  # the reset obs and 1,024 steps
+    assert tuple(ckpt["obs_norm"]["mean"].shape) == (17,) and ckpt["reward_norm"]["rms"]["count"] > 1000
+    assert ckpt["agent"]["actor_logstd"].shape == (1, 6)
+
+
+def test_ppo_resume_gives_the_same_scalars_as_an_uninterrupted_run(make_cfg, tmp_path, monkeypatch):
+    overrides = ("algo=ppo", "env=cartpole", "total_timesteps=4096", "checkpoint.interval=100000",
+                 "logging.progress=none", "torch_threads=1", "algo.normalize_obs=true", "algo.normalize_reward=true")
+    threads = torch.get_num_threads()
+    try:
+        run_training(make_cfg(*overrides), tmp_path / "whole")
+        original = Run.progress
+
+        def progress_then_interrupt(self, step):
+            original(self, step)
+            if step == 1536:
+                self._on_signal(signal.SIGTERM, None)
+
+        monkeypatch.setattr(Run, "progress", progress_then_interrupt)
+        with pytest.raises(StoppedBySignal):
+            run_training(make_cfg(*overrides), tmp_path / "split")
+        monkeypatch.setattr(Run, "progress", original)
+        _, ckpt = latest_checkpoint(tmp_path / "split")
+        assert ckpt["global_step"] == 1536
+        run_training(make_cfg(*overrides, f"resume={tmp_path / 'split'}"), tmp_path / "split", resume=ckpt)
+    finally:
+        torch.set_num_threads(threads)
+
+    def scalars(d):
+        return {t: [(s, v) for s, v, _ in e] for t, e in read_scalars(d).items() if t != "charts/SPS"}
+
+    whole, split = scalars(tmp_path / "whole"), scalars(tmp_path / "split")
+    assert whole.keys() == split.keys() and len(whole["losses/approx_kl"]) == 8
+    for tag in whole:
+        assert split[tag] == whole[tag], tag
+
+
+@pytest.mark.parametrize("overrides, key, allowed", [
+    (["algo.num_minibatches=3"], "algo.num_minibatches", "a divisor of algo.num_envs x algo.num_steps = 8 x 128"),
+    (["algo.clip_coef=0"], "algo.clip_coef", "> 0"),
+    (["env=halfcheetah", "algo.policy=categorical"], "algo.policy", "gaussian (or auto): HalfCheetah-v5 has continuous"),
+    (["env=cartpole", "algo.policy=gaussian"], "algo.policy", "categorical (or auto): CartPole-v1 has discrete"),
+])
+def test_bad_ppo_values_give_one_clear_error(make_cfg, overrides, key, allowed):
+    from rlrun.cli import validate
+
+    with pytest.raises(ConfigError) as info:
+        validate(make_cfg("algo=ppo", *overrides))
+    assert str(info.value).startswith(key) and allowed in str(info.value), str(info.value)
