@@ -64,24 +64,18 @@ from __future__ import annotations
 # not carry torch in its resident memory. Heavy modules are imported where used.
 import argparse
 import contextlib
-import datetime
-import importlib.metadata
 import importlib.util
 import io
-import multiprocessing
-import os
-import platform
-import re
-import shlex
 import statistics
-import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
+
+# benchlib.py sits next to this script, so it is on sys.path when the script runs
+from benchlib import (DOCS, GB, command_line, compose_config, in_subprocess, markdown_table, record, say,
+                      seconds_per_call, steady_rate)
 
 REFERENCE = {  # CleanRL dqn_atari.py settings, shared by the rlrun and SB3 runs
     "num_envs": 1,
@@ -101,75 +95,12 @@ LOG_INTERVAL = 100          # agent steps between rlrun's td_loss events (loggin
 WARMUP_POINTS = 5           # clock points skipped at the start of a training run (500 steps)
 UPDATE_WARMUP = 5           # untimed updates before timing (the first one compiles)
 EPISODE_LENGTH = 1000       # the buffer fill ends an episode this often, as a game would
-GB = 1e9
-THREAD_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")  # recorded with the command
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION = "## DQN on Breakout"
 
 FULL = {"repeats": 3, "steps": 4000, "learning_starts": 1000, "env_steps": 5000, "update_calls": 200,
         "fill": REFERENCE["buffer_size"]}
 QUICK = {"repeats": 1, "steps": 400, "learning_starts": 200, "env_steps": 1000, "update_calls": 20,
          "fill": 20_000}
-
-
-# ---- helpers -------------------------------------------------------------------------
-
-def seconds_per_call(fn: Callable[[], Any], calls: int, warmup: int = 0) -> float:
-    """Mean wall-clock seconds of ``fn()`` over ``calls`` calls, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls
-
-
-def steady_rate(points: list[tuple[int, float]], warmup: int = WARMUP_POINTS) -> float:
-    """Agent steps/s between the first and last (step, seconds) clock points, skipping ``warmup`` points.
-
-    At least two points are always kept, so short (``--quick``) runs skip fewer.
-    """
-    if len(points) < 2:
-        raise RuntimeError(f"only {len(points)} clock points after learning starts: use more --steps")
-    points = points[min(warmup, len(points) - 2):]
-    (step0, t0), (step1, t1) = points[0], points[-1]
-    return (step1 - step0) / (t1 - t0)
-
-
-def peak_rss() -> int:
-    """Peak resident set size of this process in bytes.
-
-    Read from ``VmHWM`` (the peak of this address space only), because
-    ``getrusage`` of a forked child can also count its parent's pages.
-    """
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def _call_and_measure(fn: Callable[..., Any], *args: Any) -> tuple[Any, int]:
-    return fn(*args), peak_rss()
-
-
-def in_subprocess(fn: Callable[..., Any], *args: Any) -> tuple[Any, int]:
-    """Run ``fn(*args)`` in a fresh Python process; returns its result and the process's peak RSS in bytes."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_call_and_measure, fn, *args).result()
-
-
-def compose_config(overrides: list[str]):
-    """rlrun's composed Hydra config with ``overrides``, as the ``rlrun`` command builds it."""
-    import hydra
-
-    with hydra.initialize_config_module(version_base="1.3", config_module="rlrun.configs"):
-        return hydra.compose("config", overrides=overrides)
-
-
-def say(message: str) -> None:
-    """Print a progress line at once."""
-    print(f"[bench] {message}", flush=True)
 
 
 # ---- 1. environment steps ------------------------------------------------------------
@@ -209,7 +140,8 @@ def bench_update(channels_last: bool, compile: bool, calls: int, repeats: int) -
 
     import torch
 
-    from rlrun.algos.dqn import make_adam, make_update
+    from rlrun.algos.dqn import make_update
+    from rlrun.nets import make_adam
     from rlrun.nets import NatureCNN
 
     torch.manual_seed(SEED)
@@ -324,50 +256,6 @@ def stacked_bytes(capacity: int, copies: int) -> int:
     return copies * capacity * int(np.prod(OBS_SHAPE))
 
 
-# ---- report ----------------------------------------------------------------------------
-
-def machine_info() -> str:
-    """One line naming the CPU, cores, RAM and the versions of torch, ale-py and SB3."""
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        cpu = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M).group(1)
-    ram = "? GB"
-    with contextlib.suppress(OSError, AttributeError):
-        kb = int(re.search(r"^MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text(), re.M).group(1))
-        ram = f"{kb * 1024 / GB:.1f} GB"
-
-    def version(package: str) -> str:
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            return "not installed"
-
-    import torch
-
-    return (f"{cpu}, {os.cpu_count()} cores, {ram} RAM; torch {version('torch')} ({torch.get_num_threads()} threads), "
-            f"ale-py {version('ale-py')}, stable-baselines3 {version('stable-baselines3')}, "
-            f"Python {platform.python_version()}")
-
-
-def markdown_table(rows: list[tuple[str, str, str]], repeats: int) -> str:
-    """Rows of (figure, value, note) as a Markdown table."""
-    lines = [f"| Figure | Median of {repeats} | Note |", "|---|---:|---|"]
-    lines += [f"| {figure} | {value} | {note} |" for figure, value, note in rows]
-    return "\n".join(lines)
-
-
-def record(section_body: str, path: Path = DOCS) -> None:
-    """Write ``SECTION`` with ``section_body`` into ``path``, replacing that section if present."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{SECTION}\n\n{section_body.strip()}\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 # ---- main --------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -420,13 +308,13 @@ def main(argv: list[str] | None = None) -> None:
     for i in range(repeats):  # rlrun and SB3 alternate, so a slow phase of the machine hits both
         for compile in variants:
             points, rss = in_subprocess(train_rlrun, ls, steps, compile)
-            rlrun_rates[compile].append(steady_rate(points))
+            rlrun_rates[compile].append(steady_rate(points, WARMUP_POINTS))
             if not compile:
                 rlrun_rss.append(rss)
             say(f"rlrun DQN{' compile' * compile} run {i + 1}/{repeats}: {rlrun_rates[compile][-1]:,.0f} agent steps/s")
         if run_sb3:
             (points, sb3_buffer), _ = in_subprocess(train_sb3, ls, steps)
-            sb3_rates.append(steady_rate(points))
+            sb3_rates.append(steady_rate(points, WARMUP_POINTS))
             say(f"SB3 DQN run {i + 1}/{repeats}: {sb3_rates[-1]:,.0f} agent steps/s")
 
     timed = f"{steps:,} steps after learning starts, up to the first {WARMUP_POINTS * LOG_INTERVAL} skipped as warm-up"
@@ -459,15 +347,12 @@ def main(argv: list[str] | None = None) -> None:
                  f"figure 3; replay pages touched for its {ls + steps:,} transitions only"))
 
     table = markdown_table(rows, repeats)
-    thread_vars = [f"{v}={os.environ[v]}" for v in THREAD_VARS if v in os.environ]  # they change the figures
-    command = shlex.join([*thread_vars, "python", "scripts/bench_dqn.py", *(sys.argv[1:] if argv is None else argv)])
     settings = (f"Settings (CleanRL dqn_atari): 1 env, buffer_size 1,000,000, batch 32, train_frequency 4, "
                 f"learning_rate 1e-4, target_network_frequency 1000, Nature CNN; learning_starts {ls:,}, "
                 f"{steps:,} agent steps after it; 1 agent step = 4 frames.")
     print("\n" + settings + "\n\n" + table)
     if args.record:
-        record(f"Date: {datetime.date.today().isoformat()}  \nMachine: {machine_info()}  \n"
-               f"Command: `{command}`\n\n{settings}\n\n{table}")
+        record(SECTION, command_line("scripts/bench_dqn.py", argv), settings, table)
         say(f"recorded in {DOCS}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from rlrun.envs import make_vec_env
 
@@ -65,8 +66,9 @@ def test_without_life_loss_only_game_over_terminates(make_cfg):
     assert sum(s.terminated[0] for _, s in steps) == 1 and steps[-1][1].terminated[0]
 
 
-def test_gym_env_final_obs_and_truncation(make_cfg):
-    env = make_vec_env(make_cfg("env=cartpole", "env.max_episode_steps=5"), 2)
+@pytest.mark.parametrize("vectorized", ["false", "true"])
+def test_gym_env_final_obs_and_truncation(make_cfg, vectorized):
+    env = make_vec_env(make_cfg("env=cartpole", "env.max_episode_steps=5", f"env.vectorized={vectorized}"), 2)
     obs = env.reset(seed=0)
     assert obs.shape == (2, 4) and obs.dtype == np.float32
     prev = obs
@@ -80,3 +82,16 @@ def test_gym_env_final_obs_and_truncation(make_cfg):
     assert [length for _, length in step.episodes] == [5, 5]
     assert [ret for ret, _ in step.episodes] == [5.0, 5.0]
     env.close()
+
+
+def test_numpy_vectorized_cartpole_resets_in_the_same_step_and_pays_every_step(make_cfg):
+    """No dummy reset step with reward 0 (CartPoleVectorEnv's own NEXT_STEP autoreset): every step pays 1."""
+    env = make_vec_env(make_cfg("env=cartpole", "env.vectorized=true"), 8)
+    obs, rng = env.reset(seed=0), np.random.default_rng(0)
+    episodes = []
+    for _ in range(300):
+        step = env.step(rng.integers(0, 2, size=8))
+        assert (step.reward == 1.0).all()
+        assert (np.abs(step.obs[step.episode_end]) <= 0.05).all()  # fresh episodes start near 0
+        episodes += step.episodes
+    assert len(episodes) > 50 and all(ret == length for ret, length in episodes)

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlrun.config import ConfigError, check_bool, check_choice, check_int, check_int_list, check_number, check_that, fail
 from rlrun.envs import action_kind, make_vec_env
-from rlrun.nets import make_network
+from rlrun.nets import make_adam, make_network
 from rlrun.replay import ReplayBuffer
 from rlrun.run import CHECKPOINT_DIGITS, Run, resolve_device, set_rng_state
 
@@ -288,15 +288,6 @@ def make_update(q_network: torch.nn.Module, target_network: torch.nn.Module, opt
         return loss.detach(), q_mean.detach()
 
     return update
-
-
-def make_adam(network: torch.nn.Module, learning_rate: float, eps: float) -> torch.optim.Adam:
-    """Adam (Kingma and Ba 2015) with the fused kernel where the device has one: the same update
-    as the default per-tensor loop, in one pass over the parameters (4x faster on CPU)."""
-    try:
-        return torch.optim.Adam(network.parameters(), lr=learning_rate, eps=eps, fused=True)
-    except RuntimeError:
-        return torch.optim.Adam(network.parameters(), lr=learning_rate, eps=eps)
 
 
 def multiples_in(start: int, count: int, every: int) -> int:

@@ -25,7 +25,7 @@ from torch.distributions import Categorical, Normal
 from rlrun.config import (ConfigError, check_bool, check_choice, check_int, check_int_list, check_number, fail,
                           get)
 from rlrun.envs import VecEnv, action_kind, make_vec_env
-from rlrun.nets import MLP, NATURE_FEATURES, NatureTrunk, orthogonal_init
+from rlrun.nets import MLP, NATURE_FEATURES, NatureTrunk, make_adam, orthogonal_init
 from rlrun.normalize import ObsNormalizer, RewardNormalizer
 from rlrun.run import Run, resolve_device, set_rng_state
 
@@ -112,9 +112,9 @@ class Agent(nn.Module):
         features = self.trunk(obs)
         head = self.actor(features)
         value = self.critic(features).squeeze(-1)
-        if self.continuous:
-            return Normal(head, self.actor_logstd.expand_as(head).exp()), value
-        return Categorical(logits=head), value
+        if self.continuous:  # arguments are valid by construction: skip torch's per-call checks
+            return Normal(head, self.actor_logstd.expand_as(head).exp(), validate_args=False), value
+        return Categorical(logits=head, validate_args=False), value
 
 
 def log_prob_and_entropy(dist, actions: torch.Tensor, continuous: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,7 +222,7 @@ def train(cfg: DictConfig, run: Run) -> float:
     device = resolve_device(cfg.device)
     envs = make_vec_env(cfg, args.num_envs)
     agent = make_agent(cfg, envs, device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
+    optimizer = make_adam(agent, args.learning_rate, args.adam_eps)
     obs_shape, space = envs.single_observation_space.shape, envs.single_action_space
     obs_norm = ObsNormalizer(obs_shape, args.normalize_obs, args.obs_clip)
     reward_norm = RewardNormalizer(args.num_envs, args.gamma, args.normalize_reward, args.reward_clip)
@@ -280,7 +280,8 @@ def train(cfg: DictConfig, run: Run) -> float:
             with torch.no_grad():
                 dist, value = agent.dist_and_value(obs_t)
                 action = dist.sample()
-                logprobs[step] = log_prob_and_entropy(dist, action, agent.continuous)[0]
+                logprob = dist.log_prob(action)
+                logprobs[step] = logprob.sum(-1) if agent.continuous else logprob
             values[step], actions[step] = value, action
             env_action = action.cpu().numpy()
             if agent.continuous:  # applied clipped, stored unclipped (Huang et al. 2022, continuous detail 4)

@@ -237,12 +237,49 @@ class GymVecEnv(VecEnv):
 
     def _set_env_state(self, state) -> None:
         for sub, layers in zip(self._env.envs, state):
-            for layer, attributes in zip(_wrapper_chain(sub), layers):
-                for name, value in attributes.items():
-                    if isinstance(value, dict) and "bit_generator" in value:
-                        getattr(layer, name).bit_generator.state = value
-                    else:
-                        setattr(layer, name, value.numpy().copy() if isinstance(value, torch.Tensor) else value)
+            _restore_attributes(_wrapper_chain(sub), layers)
+
+
+class CartPoleNumpyVecEnv(VecEnv):
+    """gymnasium's NumPy-vectorized CartPole (``CartPoleVectorEnv``): every env in one array operation
+    per step, no per-env Python loop. That class resets finished envs one step late (NEXT_STEP
+    autoreset, a dummy step with reward 0); here they are reset in the same step, drawing the new
+    state exactly as ``CartPoleVectorEnv`` does, so the interface matches every other VecEnv."""
+
+    def __init__(self, env_cfg: DictConfig, num_envs: int):
+        kwargs = dict(env_cfg.kwargs or {})
+        if env_cfg.max_episode_steps is not None:
+            kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
+        self.num_envs = num_envs
+        self._env = gym.make_vec(env_cfg.id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+        self.single_observation_space = self._env.single_observation_space
+        self.single_action_space = self._env.single_action_space
+
+    def _reset(self, seed: int) -> np.ndarray:
+        obs, _ = self._env.reset(seed=seed)
+        return obs
+
+    def _step(self, actions: np.ndarray) -> StepResult:
+        obs, reward, terminated, truncated, _ = self._env.step(np.asarray(actions))
+        done = terminated | truncated
+        next_obs = obs
+        if done.any():
+            env = self._env.unwrapped
+            env.state[:, done] = env.np_random.uniform(low=env.low, high=env.high, size=(4, int(done.sum())))
+            env.steps[done] = 0
+            env.prev_done[done] = False  # already reset: no dummy step next time
+            next_obs = obs.copy()
+            next_obs[done] = env.state[:, done].T.astype(np.float32)
+        return StepResult(next_obs, reward.astype(np.float32), terminated, truncated, done, obs)
+
+    def close(self) -> None:
+        self._env.close()
+
+    def _get_env_state(self):
+        return [_plain_attributes(layer) for layer in _wrapper_chain(self._env)]
+
+    def _set_env_state(self, state) -> None:
+        _restore_attributes(_wrapper_chain(self._env), state)
 
 
 CAPTURABLE_MODULES = ("gymnasium.envs.classic_control", "gymnasium.envs.toy_text")  # state is plain attributes
@@ -285,6 +322,16 @@ def action_kind(cfg: DictConfig) -> str:
                       "Discrete nor a 1-D Box")
 
 
+def _restore_attributes(layers: list, states: list[dict]) -> None:
+    """Set back what :func:`_plain_attributes` took from each of ``layers``."""
+    for layer, attributes in zip(layers, states):
+        for name, value in attributes.items():
+            if isinstance(value, dict) and "bit_generator" in value:
+                getattr(layer, name).bit_generator.state = value
+            else:
+                setattr(layer, name, value.numpy().copy() if isinstance(value, torch.Tensor) else value)
+
+
 def validate_env(cfg: DictConfig) -> None:
     """Check env and preprocessing keys, including that the game or id exists.
 
@@ -325,6 +372,12 @@ def validate_env(cfg: DictConfig) -> None:
             fail("preprocessing", prep, "none for gymnasium ids (the atari stack needs env=atari)")
         check_int(cfg, "preprocessing.frame_stack", low=1, high=1)
         check_int(cfg, "env.max_episode_steps", low=1, optional=True)
+        if check_bool(cfg, "env.vectorized"):
+            from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+
+            entry = gym.spec(env_id).vector_entry_point
+            if entry is None or gym.envs.registration.load_env_creator(entry) is not CartPoleVectorEnv:
+                fail("env.vectorized", True, f"false for {env_id}: only CartPole's NumPy-vectorized env is supported")
 
 
 def make_vec_env(cfg: DictConfig, num_envs: int) -> VecEnv:
@@ -343,5 +396,7 @@ def make_vec_env(cfg: DictConfig, num_envs: int) -> VecEnv:
     if cfg.env.family == "atari":
         return AtariVecEnv(cfg.env, cfg.preprocessing, num_envs)
     if cfg.env.family == "gym":
+        if cfg.env.vectorized:
+            return CartPoleNumpyVecEnv(cfg.env, num_envs)
         return GymVecEnv.from_config(cfg.env, num_envs)
     raise ConfigError(f"env.family={cfg.env.family!r} is not allowed: expected atari or gym")
