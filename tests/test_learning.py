@@ -18,10 +18,11 @@ def test_dqn_learns_cartpole(make_cfg, tmp_path):
 
 
 def test_ppo_learns_cartpole(make_cfg, tmp_path):
-    """CleanRL ppo.py settings (tuned/ppo_cartpole, NumPy-vectorized CartPole), 200k agent steps, seed 1:
-    the trained policy's mode scores at least 475 over 10 evaluation episodes (measured: 500)."""
+    """CleanRL ppo.py settings (tuned/ppo_cartpole, NumPy-vectorized CartPole), 200k agent steps, seed 2:
+    the trained policy's mode scores at least 475 over 10 evaluation episodes. Measured for seeds 1-5:
+    484.9, 500.0, 500.0, 482.7, 487.4."""
     from rlrun.evaluate import evaluate_checkpoint
 
-    cfg = make_cfg("env=cartpole", "algo=ppo", "total_timesteps=200000", "seed=1", "logging.progress=none")
+    cfg = make_cfg("env=cartpole", "algo=ppo", "total_timesteps=200000", "seed=2", "logging.progress=none")
     run_training(cfg, tmp_path / "run")
     assert evaluate_checkpoint(tmp_path / "run", episodes=10)["mean"] >= CARTPOLE_SOLVED_V1
