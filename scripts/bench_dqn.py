@@ -74,8 +74,7 @@ from pathlib import Path
 import numpy as np
 
 # benchlib.py sits next to this script, so it is on sys.path when the script runs
-from benchlib import (DOCS, GB, command_line, compose_config, in_subprocess, markdown_table, record, say,
-                      seconds_per_call, steady_rate)
+from benchlib import DOCS, GB, compose_config, in_subprocess, publish, say, seconds_per_call, steady_rate
 
 REFERENCE = {  # CleanRL dqn_atari.py settings, shared by the rlrun and SB3 runs
     "num_envs": 1,
@@ -346,14 +345,10 @@ def main(argv: list[str] | None = None) -> None:
     rows.append(("Peak RSS, rlrun DQN training process", f"{statistics.median(rlrun_rss) / GB:.2f} GB",
                  f"figure 3; replay pages touched for its {ls + steps:,} transitions only"))
 
-    table = markdown_table(rows, repeats)
     settings = (f"Settings (CleanRL dqn_atari): 1 env, buffer_size 1,000,000, batch 32, train_frequency 4, "
                 f"learning_rate 1e-4, target_network_frequency 1000, Nature CNN; learning_starts {ls:,}, "
                 f"{steps:,} agent steps after it; 1 agent step = 4 frames.")
-    print("\n" + settings + "\n\n" + table)
-    if args.record:
-        record(SECTION, command_line("scripts/bench_dqn.py", argv), settings, table)
-        say(f"recorded in {DOCS}")
+    publish(SECTION, "scripts/bench_dqn.py", argv, settings, rows, repeats, args.record)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 # benchlib.py sits next to this script, so it is on sys.path when the script runs
-from benchlib import DOCS, GB, command_line, compose_config, in_subprocess, markdown_table, record, say, steady_rate
+from benchlib import DOCS, GB, compose_config, in_subprocess, publish, say, steady_rate
 
 ATARI = {  # CleanRL ppo_atari.py settings (rlrun's algo=ppo defaults), shared by the rlrun and SB3 runs
     "num_envs": 8,
@@ -280,14 +280,10 @@ def main(argv: list[str] | None = None) -> None:
     rows.append(("Peak RSS, rlrun PPO Breakout training process", f"{statistics.median(breakout_rss) / GB:.2f} GB",
                  "figure 1a"))
 
-    table = markdown_table(rows, args.repeats)
     settings = (f"Settings: Breakout (CleanRL ppo_atari, rlrun algo=ppo env=breakout): {describe(ATARI)}, Nature CNN; "
                 f"1 agent step = 4 frames. CartPole-v1 (CleanRL ppo.py, rlrun algo=ppo env=cartpole): "
                 f"{describe(CARTPOLE)}, MLPs 64x64 tanh. SB3 PPO with the same hyperparameters, DummyVecEnv.")
-    print("\n" + settings + "\n\n" + table)
-    if args.record:
-        record(SECTION, command_line("scripts/bench_ppo.py", argv), settings, table)
-        say(f"recorded in {DOCS}")
+    publish(SECTION, "scripts/bench_ppo.py", argv, settings, rows, args.repeats, args.record)
 
 
 if __name__ == "__main__":

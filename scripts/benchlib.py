@@ -138,3 +138,14 @@ def record(section: str, command: str, settings: str, table: str, path: Path = D
     else:
         text = text.rstrip("\n") + "\n\n" + block
     path.write_text(text.rstrip("\n") + "\n")
+
+
+def publish(section: str, script: str, argv: list[str] | None, settings: str, rows: list[tuple[str, str, str]],
+            repeats: int, record_it: bool) -> None:
+    """Print the settings and the table of ``rows``; with ``record_it`` also write them as ``section`` of
+    docs/benchmarks.md with the command line that produced them."""
+    table = markdown_table(rows, repeats)
+    print("\n" + settings + "\n\n" + table)
+    if record_it:
+        record(section, command_line(script, argv), settings, table)
+        say(f"recorded in {DOCS}")

@@ -16,3 +16,26 @@ def make_cfg():
             return compose("config", overrides=list(overrides), return_hydra_config=False)
 
     return _compose
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch):
+    """interrupt_at(step, signum): the next Run behaves as if ``signum`` arrived once it reports ``step``
+    to its progress display; call with None to stop interrupting."""
+    from rlrun.run import Run
+
+    original = Run.progress
+
+    def arm(step: int | None, signum: int = 15) -> None:
+        if step is None:
+            monkeypatch.setattr(Run, "progress", original)
+            return
+
+        def progress_then_interrupt(self, global_step):
+            original(self, global_step)
+            if global_step == step:
+                self._on_signal(signum, None)
+
+        monkeypatch.setattr(Run, "progress", progress_then_interrupt)
+
+    return arm

@@ -87,8 +87,8 @@ def test_gym_env_final_obs_and_truncation(make_cfg, vectorized):
 def test_numpy_vectorized_cartpole_resets_in_the_same_step_and_pays_every_step(make_cfg):
     """No dummy reset step with reward 0 (CartPoleVectorEnv's own NEXT_STEP autoreset): every step pays 1."""
     env = make_vec_env(make_cfg("env=cartpole", "env.vectorized=true"), 8)
-    obs, rng = env.reset(seed=0), np.random.default_rng(0)
-    episodes = []
+    env.reset(seed=0)
+    rng, episodes = np.random.default_rng(0), []
     for _ in range(300):
         step = env.step(rng.integers(0, 2, size=8))
         assert (step.reward == 1.0).all()

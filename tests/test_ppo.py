@@ -15,7 +15,7 @@ from rlrun.algos.ppo import clipped_surrogate_loss, gae, log_prob_and_entropy, v
 from rlrun.cli import StoppedBySignal, run_training
 from rlrun.config import ConfigError
 from rlrun.normalize import RunningMeanStd
-from rlrun.run import Run, latest_checkpoint, read_scalars
+from rlrun.run import latest_checkpoint, read_scalars
 
 PPO_TAGS = ("charts/learning_rate", "losses/value_loss", "losses/policy_loss", "losses/entropy",
             "losses/old_approx_kl", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
@@ -102,23 +102,16 @@ def test_short_halfcheetah_run_saves_its_normalization_statistics(make_cfg, tmp_
     assert ckpt["agent"]["actor_logstd"].shape == (1, 6)
 
 
-def test_ppo_resume_gives_the_same_scalars_as_an_uninterrupted_run(make_cfg, tmp_path, monkeypatch):
+def test_ppo_resume_gives_the_same_scalars_as_an_uninterrupted_run(make_cfg, tmp_path, interrupt_at):
     overrides = ("algo=ppo", "env=cartpole", "total_timesteps=4096", "checkpoint.interval=100000",
                  "logging.progress=none", "torch_threads=1", "algo.normalize_obs=true", "algo.normalize_reward=true")
     threads = torch.get_num_threads()
     try:
         run_training(make_cfg(*overrides), tmp_path / "whole")
-        original = Run.progress
-
-        def progress_then_interrupt(self, step):
-            original(self, step)
-            if step == 1536:
-                self._on_signal(signal.SIGTERM, None)
-
-        monkeypatch.setattr(Run, "progress", progress_then_interrupt)
+        interrupt_at(1536, signal.SIGTERM)
         with pytest.raises(StoppedBySignal):
             run_training(make_cfg(*overrides), tmp_path / "split")
-        monkeypatch.setattr(Run, "progress", original)
+        interrupt_at(None)
         _, ckpt = latest_checkpoint(tmp_path / "split")
         assert ckpt["global_step"] == 1536
         run_training(make_cfg(*overrides, f"resume={tmp_path / 'split'}"), tmp_path / "split", resume=ckpt)

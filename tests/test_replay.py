@@ -66,7 +66,7 @@ def test_breakout_stacks_match_env_across_boundaries_and_wraparound(make_cfg, nu
 def test_sampling_never_crosses_an_episode_start():
     """Synthetic frames tagged with their episode id: a sampled stack never mixes two episodes."""
     rb = ReplayBuffer(50, (4, 2, 2), np.uint8, frame_stack=4, seed=1)
-    episode, frame_in_ep = 1, 0
+    episode = 1
     stack = np.zeros((4, 2, 2), np.uint8)
     stack[-1] = episode
     lengths = [3, 1, 7, 2, 5] * 20

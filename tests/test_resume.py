@@ -107,15 +107,8 @@ def test_a_second_signal_exits_at_once(make_cfg, tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
 
-def test_stop_in_process_raises_after_the_checkpoint(make_cfg, tmp_path, monkeypatch):
-    original = Run.progress
-
-    def progress_then_interrupt(self, step):
-        original(self, step)
-        if step == 1500:
-            self._on_signal(signal.SIGINT, None)
-
-    monkeypatch.setattr(Run, "progress", progress_then_interrupt)
+def test_stop_in_process_raises_after_the_checkpoint(make_cfg, tmp_path, interrupt_at):
+    interrupt_at(1500, signal.SIGINT)
     with pytest.raises(StoppedBySignal):
         run_training(make_cfg("env=cartpole", "total_timesteps=5000", "algo.learning_starts=1000",
                               "logging.progress=none"), tmp_path / "run")
