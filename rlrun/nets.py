@@ -108,3 +108,20 @@ def make_adam(network: torch.nn.Module, learning_rate: float, eps: float) -> tor
         return torch.optim.Adam(network.parameters(), lr=learning_rate, eps=eps, fused=True)
     except RuntimeError:
         return torch.optim.Adam(network.parameters(), lr=learning_rate, eps=eps)
+
+
+def load_weights(module: nn.Module, state: dict, name: str, cfg) -> None:
+    """Load a checkpoint's ``name`` weights into ``module``, refusing ones whose shapes do not fit the config.
+
+    Raises:
+        rlrun.config.ConfigError: naming the network, the env, the hidden sizes and the first mismatch.
+    """
+    from rlrun.config import ConfigError
+
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = str(exc).splitlines()
+        raise ConfigError(f"the checkpoint's {name} does not match the config (env {cfg.env.id}, "
+                          f"algo.hidden_sizes={list(cfg.algo.hidden_sizes)}): "
+                          f"{(lines[1] if len(lines) > 1 else lines[0]).strip()}") from None

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from omegaconf import DictConfig, OmegaConf
 
-from rlrun.config import ConfigError, check_bool, check_choice, check_int, check_int_list, check_number, check_that, fail
-from rlrun.envs import action_kind, make_vec_env
-from rlrun.nets import make_adam, make_network
+from rlrun.config import check_bool, check_choice, check_int, check_int_list, check_number, check_that, fail
+from rlrun.envs import action_kind, make_vec_env, restore_episodes
+from rlrun.nets import load_weights, make_adam, make_network
 from rlrun.replay import ReplayBuffer
 from rlrun.run import CHECKPOINT_DIGITS, Run, resolve_device, set_rng_state
 
@@ -138,8 +138,8 @@ def train(cfg: DictConfig, run: Run) -> float:
     if run.restored is not None:  # resume: continue exactly where the checkpoint left off
         ckpt = run.restored
         global_step, next_log_step = ckpt["global_step"], ckpt["next_log_step"]
-        load_network_state(q_network, ckpt["q_network"], "q_network", cfg)
-        load_network_state(target_network, ckpt["target_network"], "target_network", cfg)
+        load_weights(q_network, ckpt["q_network"], "q_network", cfg)
+        load_weights(target_network, ckpt["target_network"], "target_network", cfg)
         optimizer.load_state_dict(ckpt["optimizer"])
         rng.bit_generator.state = ckpt["exploration_rng"]
         rb.rng.bit_generator.state = ckpt["replay_rng"]
@@ -152,13 +152,11 @@ def train(cfg: DictConfig, run: Run) -> float:
             learning_resumes = global_step + refill
             print(f"rlrun: no replay snapshot for step {global_step}: refilling the buffer for "
                   f"{learning_resumes - global_step} steps before learning resumes", flush=True)
-        if ckpt["envs"] is not None:
-            obs = ckpt["obs"].numpy().copy()
-            envs.set_state(ckpt["envs"])
+        restored = restore_episodes(envs, ckpt, cfg.env.id)
+        if restored is not None:
+            obs = restored
         else:
             rb.end_episodes(ckpt["obs"].numpy())
-            print(f"rlrun: the {cfg.env.id} simulator state cannot be saved: episodes restart at step "
-                  f"{global_step}", flush=True)
         set_rng_state(ckpt["rng"])
 
     while global_step < run.total:
@@ -209,19 +207,6 @@ def train(cfg: DictConfig, run: Run) -> float:
     return run.mean_return()
 
 
-def load_network_state(network: torch.nn.Module, state: dict, name: str, cfg: DictConfig) -> None:
-    """Load a checkpoint's ``name`` weights, refusing ones whose shapes do not match the config.
-
-    Raises:
-        ConfigError: naming the network and the mismatch.
-    """
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as exc:
-        detail = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise ConfigError(f"the checkpoint's {name} does not match the config (env {cfg.env.id}, "
-                          f"algo.hidden_sizes={list(cfg.algo.hidden_sizes)}): {detail}") from None
-
 
 def make_policy(cfg: DictConfig, state: dict, envs, device: torch.device, epsilon: float, seed: int):
     """The evaluation policy of a DQN checkpoint: epsilon-greedy on its Q-network.
@@ -241,7 +226,7 @@ def make_policy(cfg: DictConfig, state: dict, envs, device: torch.device, epsilo
         fail("env", cfg.env.id, "an env with discrete actions for DQN")
     obs_shape, n_actions = envs.single_observation_space.shape, int(envs.single_action_space.n)
     q_network = make_network(obs_shape, n_actions, list(cfg.algo.hidden_sizes)).to(device)
-    load_network_state(q_network, state["q_network"], "q_network", cfg)
+    load_weights(q_network, state["q_network"], "q_network", cfg)
     q_network.eval()
     rng = np.random.default_rng(seed)
 

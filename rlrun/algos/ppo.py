@@ -22,10 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.distributions import Categorical, Normal
 
-from rlrun.config import (ConfigError, check_bool, check_choice, check_int, check_int_list, check_number, fail,
+from rlrun.config import (check_bool, check_choice, check_int, check_int_list, check_number, fail,
                           get)
-from rlrun.envs import VecEnv, action_kind, make_vec_env
-from rlrun.nets import MLP, NATURE_FEATURES, NatureTrunk, make_adam, orthogonal_init
+from rlrun.envs import VecEnv, action_kind, make_vec_env, restore_episodes
+from rlrun.nets import MLP, NATURE_FEATURES, NatureTrunk, load_weights, make_adam, orthogonal_init
 from rlrun.normalize import ObsNormalizer, RewardNormalizer
 from rlrun.run import Run, resolve_device, set_rng_state
 
@@ -180,17 +180,6 @@ def make_agent(cfg: DictConfig, envs: VecEnv, device: torch.device) -> Agent:
     return agent
 
 
-def load_agent_state(agent: Agent, state: dict, cfg: DictConfig) -> None:
-    """Load a checkpoint's agent weights, refusing ones whose shapes do not match the config. Raises ConfigError."""
-    try:
-        agent.load_state_dict(state)
-    except RuntimeError as exc:
-        lines = str(exc).splitlines()
-        raise ConfigError(f"the checkpoint's agent does not match the config (env {cfg.env.id}, "
-                          f"algo.hidden_sizes={list(cfg.algo.hidden_sizes)}): "
-                          f"{(lines[1] if len(lines) > 1 else lines[0]).strip()}") from None
-
-
 def make_policy(cfg: DictConfig, state: dict, envs: VecEnv, device: torch.device, epsilon: float, seed: int):
     """The evaluation policy of a PPO checkpoint: the distribution's mode (argmax or Gaussian mean) on
     observations normalized with the checkpoint's statistics. ``epsilon`` and ``seed`` are unused.
@@ -199,7 +188,7 @@ def make_policy(cfg: DictConfig, state: dict, envs: VecEnv, device: torch.device
         ``act(obs)``: (N, *obs_shape) observations to (N,) int64 or (N, A) float32 actions (clipped to the space).
     """
     agent = make_agent(cfg, envs, device)
-    load_agent_state(agent, state["agent"], cfg)
+    load_weights(agent, state["agent"], "agent", cfg)
     agent.eval()
     obs_norm = ObsNormalizer(envs.single_observation_space.shape, bool(cfg.algo.normalize_obs), float(cfg.algo.obs_clip))
     if state.get("obs_norm") is not None:
@@ -252,19 +241,16 @@ def train(cfg: DictConfig, run: Run) -> float:
     if run.restored is not None:  # resume at the iteration boundary of the checkpoint
         ckpt = run.restored
         global_step, iteration = ckpt["global_step"], ckpt["iteration"]
-        load_agent_state(agent, ckpt["agent"], cfg)
+        load_weights(agent, ckpt["agent"], "agent", cfg)
         optimizer.load_state_dict(ckpt["optimizer"])
         rng.bit_generator.state = ckpt["minibatch_rng"]
         if ckpt["obs_norm"] is not None:
             obs_norm.rms.load_state_dict(ckpt["obs_norm"])
         reward_norm.load_state_dict(ckpt["reward_norm"])
-        if ckpt["envs"] is not None:
-            raw_obs = ckpt["obs"].numpy().copy()
-            envs.set_state(ckpt["envs"])
+        restored = restore_episodes(envs, ckpt, cfg.env.id)
+        if restored is not None:
+            raw_obs = restored
             obs = obs_norm(raw_obs)  # already merged into the restored statistics
-        else:
-            print(f"rlrun: the {cfg.env.id} simulator state cannot be saved: episodes restart at step "
-                  f"{global_step}", flush=True)
         set_rng_state(ckpt["rng"])
 
     while iteration < num_iterations:

@@ -380,6 +380,18 @@ def validate_env(cfg: DictConfig) -> None:
                 fail("env.vectorized", True, f"false for {env_id}: only CartPole's NumPy-vectorized env is supported")
 
 
+def restore_episodes(envs: VecEnv, checkpoint: dict, env_id: str) -> np.ndarray | None:
+    """Continue a checkpoint's episodes: restore ``envs`` (reset already) from ``checkpoint["envs"]`` and
+    return the observations they were in, ``checkpoint["obs"]``. Where the simulator state was not
+    saved (ALE, MuJoCo) say so and return None: the episodes restart from the reset."""
+    if checkpoint["envs"] is None:
+        print(f"rlrun: the {env_id} simulator state cannot be saved: episodes restart at step "
+              f"{checkpoint['global_step']}", flush=True)
+        return None
+    envs.set_state(checkpoint["envs"])
+    return checkpoint["obs"].numpy().copy()
+
+
 def make_vec_env(cfg: DictConfig, num_envs: int) -> VecEnv:
     """Build ``num_envs`` copies of ``cfg.env`` with ``cfg.preprocessing``.
 
