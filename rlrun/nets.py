@@ -35,7 +35,12 @@ class NatureTrunk(nn.Module):
         self.layers = nn.Sequential(*convs, nn.Linear(n_flat, NATURE_FEATURES), nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x.float() / PIXEL_SCALE)
+        # Hand the convolutions their input in the weights' memory format: a channels-last
+        # network given NCHW input converts it inside every convolution (about 20% slower on CPU).
+        channels_last = self.layers[0].weight.is_contiguous(memory_format=torch.channels_last)
+        x = x.to(dtype=torch.float32, copy=True,  # a copy even of float input, scaled in place below
+                 memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        return self.layers(x.mul_(1.0 / PIXEL_SCALE))
 
 
 class NatureCNN(nn.Module):
