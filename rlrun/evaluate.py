@@ -175,11 +175,12 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, epsilon: 
         device: torch device for the network.
 
     Returns:
-        The statistics of :func:`play` plus "checkpoint", "global_step", "epsilon",
-        "seed", "video_dir" (None without video) and "json" (where they were written).
+        The statistics of :func:`play` plus "checkpoint", "global_step", "epsilon" (None for
+        algorithms whose evaluation policy has none, e.g. PPO plays its mode), "seed", "video_dir" (None without video) and "json" (where they were written).
 
     Raises:
-        InputError: on a bad path or option; nothing has been written then.
+        InputError: on a bad path or option (``epsilon`` for an algorithm without one); nothing has
+            been written then.
     """
     if episodes is not None and episodes < 1:
         raise InputError(f"--episodes={episodes} is not allowed: expected an integer >= 1")
@@ -191,7 +192,11 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, epsilon: 
     ckpt_path, payload, run_dir = find_checkpoint(path)
     cfg = OmegaConf.create(payload["config"])
     episodes = int(cfg.eval.episodes) if episodes is None else episodes
-    epsilon = float(cfg.eval.epsilon) if epsilon is None else epsilon
+    if getattr(algos.get(cfg.algo.name), "EVAL_USES_EPSILON", False):
+        epsilon = float(cfg.eval.epsilon) if epsilon is None else epsilon
+    elif epsilon is not None:
+        raise InputError(f"--epsilon={epsilon} is not allowed for {cfg.algo.name}: its evaluation policy has no "
+                         "epsilon (it plays the policy's mode); leave --epsilon out")
     video = bool(cfg.eval.video) if video is None else video
     seed = int(cfg.seed) + int(cfg.eval.seed_offset) if seed is None else seed
     global_step = int(payload["global_step"])
@@ -199,8 +204,8 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, epsilon: 
     video_dir = run_dir / "videos" / name if video else None
 
     try:
-        stats = evaluate(cfg, lambda env: make_act(cfg, payload, env, torch_device, epsilon, seed), episodes, seed,
-                         video_dir)
+        stats = evaluate(cfg, lambda env: make_act(cfg, payload, env, torch_device, epsilon or 0.0, seed), episodes,
+                         seed, video_dir)
     except ValueError as exc:
         raise InputError(f"{ckpt_path}: {exc}") from None
 
@@ -250,8 +255,9 @@ def main(argv: list[str] | None = None) -> None:
         message = str(exc).splitlines()[0]  # torch's unpickling errors run over several lines
         print(f"rlrun-eval: {message}", file=sys.stderr, flush=True)
         sys.exit(EXIT_BAD_INPUT)
+    policy = "the policy's mode" if r["epsilon"] is None else f"epsilon {r['epsilon']:g}"
     print(f"rlrun-eval: step {r['global_step']}, {r['episodes']} episodes "
-          f"(epsilon {r['epsilon']:g}, seed {r['seed']}): return mean {r['mean']:.2f} std {r['std']:.2f} "
+          f"({policy}, seed {r['seed']}): return mean {r['mean']:.2f} std {r['std']:.2f} "
           f"min {r['min']:g} max {r['max']:g}; written to {r['json']}", flush=True)
 
 

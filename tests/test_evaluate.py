@@ -155,3 +155,19 @@ def test_periodic_evaluation_during_training_logs_eval_tags(make_cfg, tmp_path):
         videos = sorted((run_dir / "videos" / step).glob("*.mp4"))
         assert [v.name for v in videos] == ["episode_0.mp4", "episode_1.mp4"]
         assert all(frame_count(v) > 1 for v in videos)
+
+
+def test_ppo_eval_plays_the_policy_mode_and_refuses_an_epsilon(make_cfg, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_training(make_cfg("algo=ppo", "env=cartpole", "total_timesteps=512", "logging.progress=none"), run_dir)
+    capsys.readouterr()
+    main([str(run_dir), "--episodes", "2"])
+    out = capsys.readouterr().out
+    assert "2 episodes (the policy's mode, seed 10001)" in out
+    assert json.loads((run_dir / "eval" / "step_000000000512.json").read_text())["epsilon"] is None
+    before = sorted(run_dir.rglob("*"))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(run_dir), "--epsilon", "0.1"])
+    assert exit_info.value.code == EXIT_BAD_INPUT
+    assert "--epsilon=0.1 is not allowed for ppo" in capsys.readouterr().err
+    assert sorted(run_dir.rglob("*")) == before

@@ -29,6 +29,8 @@ from rlrun.nets import load_weights, make_adam, make_network
 from rlrun.replay import ReplayBuffer
 from rlrun.run import CHECKPOINT_DIGITS, Run, resolve_device, set_rng_state
 
+EVAL_USES_EPSILON = True  # rlrun-eval plays epsilon-greedy (--epsilon, eval.epsilon)
+
 
 def validate(cfg: DictConfig) -> None:
     """Check the DQN keys and how they combine with the run; raises ConfigError."""
