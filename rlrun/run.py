@@ -278,6 +278,23 @@ class Run:
         if self.last_checkpoint_step != global_step or not checkpoint_paths(self.dir):
             self.save_checkpoint(global_step, state_fn(), replay)
 
+    # ---- result tables ---------------------------------------------------------------
+    def write_csv(self, name: str, header: list[str], rows: list[list[Any]]) -> Path:
+        """Write ``<run dir>/<name>`` (CSV with ``header``) atomically, replacing an earlier version.
+
+        Floats are written with repr precision, so the file reads back exactly.
+        """
+        import csv
+
+        path = self.dir / name
+        tmp = path.with_name(f".tmp_{name}")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows([[v.item() if isinstance(v, np.generic) else v for v in row] for row in rows])
+        os.replace(tmp, path)
+        return path
+
     def close(self) -> None:
         """Flush TensorBoard, close the progress display and restore the signal handlers."""
         self.writer.flush()

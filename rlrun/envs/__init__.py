@@ -25,6 +25,9 @@ import torch
 from omegaconf import DictConfig
 
 from rlrun.config import ConfigError, check_bool, check_choice, check_int, check_number, fail, get
+from rlrun.envs import lecture
+
+lecture.register()  # the lectures' MDPs as gymnasium ids rlrun/...
 
 
 @dataclass
@@ -282,7 +285,8 @@ class CartPoleNumpyVecEnv(VecEnv):
         _restore_attributes(_wrapper_chain(self._env), state)
 
 
-CAPTURABLE_MODULES = ("gymnasium.envs.classic_control", "gymnasium.envs.toy_text")  # state is plain attributes
+CAPTURABLE_MODULES = ("gymnasium.envs.classic_control", "gymnasium.envs.toy_text",  # state is plain attributes
+                      "rlrun.envs.lecture")  # state is plain attributes
 
 
 def _wrapper_chain(env: gym.Env) -> list[gym.Env]:
@@ -372,12 +376,116 @@ def validate_env(cfg: DictConfig) -> None:
             fail("preprocessing", prep, "none for gymnasium ids (the atari stack needs env=atari)")
         check_int(cfg, "preprocessing.frame_stack", low=1, high=1)
         check_int(cfg, "env.max_episode_steps", low=1, optional=True)
+        if env_id in lecture.ENV_IDS:
+            _validate_lecture_env(cfg)
         if check_bool(cfg, "env.vectorized"):
             from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 
             entry = gym.spec(env_id).vector_entry_point
             if entry is None or gym.envs.registration.load_env_creator(entry) is not CartPoleVectorEnv:
                 fail("env.vectorized", True, f"false for {env_id}: only CartPole's NumPy-vectorized env is supported")
+
+
+def make_single_env(cfg: DictConfig) -> gym.Env:
+    """One ``gymnasium.make(cfg.env.id, **cfg.env.kwargs)`` with the config's time limit (gym family)."""
+    kwargs = dict(cfg.env.kwargs or {})
+    if cfg.env.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = int(cfg.env.max_episode_steps)
+    return gym.make(cfg.env.id, **kwargs)
+
+
+def _validate_lecture_env(cfg: DictConfig) -> None:
+    """Build a lecture env from its kwargs (their errors become ConfigErrors) and refuse a chain whose
+    episodes cannot end."""
+    try:
+        env = make_single_env(cfg)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"env.kwargs={dict(cfg.env.kwargs)!r} is not allowed for {cfg.env.id}: {err}") from None
+    unwrapped = env.unwrapped
+    env.close()
+    if isinstance(unwrapped, lecture.RecyclingChain) and not unwrapped.terminal.any() \
+            and cfg.env.max_episode_steps is None:
+        fail("env.max_episode_steps", None, "a step limit (int >= 1) for a chain with no terminal state "
+             "(env.kwargs.terminal_states is empty), or some terminal states: otherwise episodes never end")
+
+
+def episodes_may_never_end(cfg: DictConfig) -> bool:
+    """True when some policy can keep an episode of ``cfg.env`` going forever: a lecture chain with a
+    non-terminal state that an action keeps among non-terminal states, and no step limit. (Other envs
+    end with probability 1 or have a time limit.)"""
+    if cfg.env.family != "gym" or cfg.env.max_episode_steps is not None or cfg.env.id not in lecture.ENV_IDS:
+        return False
+    unwrapped = make_single_env(cfg).unwrapped
+    if not isinstance(unwrapped, lecture.RecyclingChain):
+        return False
+    model = unwrapped.model()
+    staying = model.transitions[:, :, ~model.terminal].sum(axis=2) > 0  # (S, A): a may keep s going
+    return bool(staying[~model.terminal].any())
+
+
+def check_gamma(cfg: DictConfig, key: str = "algo.gamma") -> float:
+    """Check a discount: in [0, 1], and below 1 where episodes may never end (returns could be unbounded).
+
+    Raises:
+        ConfigError: naming ``key``, its value and what is allowed.
+    """
+    gamma = check_number(cfg, key, low=0.0, high=1.0)
+    if gamma == 1.0 and episodes_may_never_end(cfg):
+        fail(key, gamma, f"a discount below 1 for {cfg.env.id} without a step limit (a policy can keep "
+             "its episodes going forever, so returns at gamma 1 may be unbounded), or set env.max_episode_steps")
+    return float(gamma)
+
+
+def discrete_states(cfg: DictConfig) -> int:
+    """The number of states of ``cfg.env``, whose observations must be state indices (``Discrete``).
+
+    Raises:
+        ConfigError: for an env with pixel, vector or continuous observations.
+    """
+    if cfg.env.family == "gym":
+        env = make_single_env(cfg)
+        space = env.observation_space
+        env.close()
+        if isinstance(space, spaces.Discrete):
+            return int(space.n)
+        what = f"observation space {space}"
+    else:
+        what = "pixel observations"
+    fail("env", cfg.env.name, f"an env with discrete states (Discrete observations) for a tabular algorithm, "
+         f"e.g. recycling, trap or FrozenLake-v1 (the lecture envs need env.kwargs.one_hot=false); "
+         f"{cfg.env.id} has {what}")
+
+
+def tabular_model(cfg: DictConfig) -> lecture.TabularModel:
+    """The exact model of ``cfg.env``: a lecture MDP's own, or one built from a gymnasium toy-text env's
+    ``P`` table (FrozenLake, Taxi, CliffWalking).
+
+    Raises:
+        ConfigError: the env has no discrete states or no exact model.
+    """
+    num_states = discrete_states(cfg)
+    env = make_single_env(cfg)
+    unwrapped = env.unwrapped
+    env.close()
+    if hasattr(unwrapped, "model"):
+        return unwrapped.model()
+    if not hasattr(unwrapped, "P"):
+        fail("env", cfg.env.name, f"an env with an exact model for value iteration; {cfg.env.id} has none "
+             "(use tabular Q-learning, algo=q_learning)")
+    num_actions = int(unwrapped.action_space.n)
+    transitions = np.zeros((num_states, num_actions, num_states))
+    rewards = np.zeros((num_states, num_actions))
+    terminal = np.zeros(num_states, dtype=bool)
+    for s in range(num_states):
+        for a in range(num_actions):
+            for prob, target, reward, done in unwrapped.P[s][a]:
+                rewards[s, a] += prob * reward
+                if done:  # a terminating outcome leads to an absorbing copy: model it as a terminal target
+                    terminal[target] = terminal[target] or target != s
+                transitions[s, a, target] += prob
+    transitions[terminal] = 0.0
+    start = int(np.argmax(getattr(unwrapped, "initial_state_distrib", np.eye(num_states)[0])))
+    return lecture.TabularModel(transitions, rewards, terminal, start)
 
 
 def restore_episodes(envs: VecEnv, checkpoint: dict, env_id: str) -> np.ndarray | None:
