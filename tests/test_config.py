@@ -15,6 +15,24 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ENVS = sorted(p.stem for p in (CONFIGS / "env").glob("*.yaml") if p.stem not in ("atari", "gym"))
 ALGOS = sorted(p.stem for p in (CONFIGS / "algo").glob("*.yaml"))
 CONTINUOUS_ENVS = {"halfcheetah", "hopper"}
+PIXEL_ENVS = {"breakout", "pong"}
+INDEX_STATE_ENVS = {"recycling", "trap"}  # observations are state indices (env.kwargs.one_hot=false)
+TABULAR_ALGOS = {"value_iteration", "q_learning"}
+
+
+def expected_refusal(env: str, algo: str) -> str | None:
+    """The start of the ConfigError validate() must raise for (env, algo) at their defaults, or None."""
+    if algo == "dqn" and env in CONTINUOUS_ENVS:
+        return "algo='dqn' is not allowed: expected an algorithm for continuous"
+    if algo in TABULAR_ALGOS and env not in INDEX_STATE_ENVS:
+        return f"env='{env}' is not allowed: expected an env with discrete states"
+    if algo in ("dqn", "ppo") and env in INDEX_STATE_ENVS:
+        return f"env='{env}' is not allowed: expected an env with vector or pixel observations"
+    if algo == "td" and env in PIXEL_ENVS:
+        return f"env='{env}' is not allowed: expected a gymnasium env with vector or discrete observations"
+    if algo == "td" and env in CONTINUOUS_ENVS:
+        return f"env='{env}' is not allowed: expected an env with discrete actions"
+    return None
 
 
 def test_every_algo_config_has_a_registered_module():
@@ -28,9 +46,11 @@ def test_every_env_algo_pair_composes_and_validates(make_cfg, env, algo):
     assert cfg.algo.name == algo and cfg.env.name == env
     natural = "atari" if cfg.env.family == "atari" else "none"
     assert cfg.preprocessing.name == natural
-    if algo == "dqn" and env in CONTINUOUS_ENVS:
-        with pytest.raises(ConfigError, match="algo='dqn' is not allowed: expected an algorithm for continuous"):
+    refusal = expected_refusal(env, algo)
+    if refusal is not None:
+        with pytest.raises(ConfigError) as err:
             validate(cfg)
+        assert str(err.value).startswith(refusal), str(err.value)
     else:
         validate(cfg)
 

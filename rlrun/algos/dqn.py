@@ -24,7 +24,7 @@ from gymnasium import spaces
 from omegaconf import DictConfig, OmegaConf
 
 from rlrun.config import check_bool, check_choice, check_int, check_int_list, check_number, check_that, fail
-from rlrun.envs import action_kind, make_vec_env, restore_episodes
+from rlrun.envs import action_kind, check_array_observations, make_vec_env, restore_episodes
 from rlrun.nets import load_weights, make_adam, make_network
 from rlrun.replay import ReplayBuffer
 from rlrun.run import CHECKPOINT_DIGITS, Run, resolve_device, set_rng_state
@@ -63,6 +63,7 @@ def validate(cfg: DictConfig) -> None:
         fail("algo.batch_size", batch_size, f"at most replay.buffer_size={buffer_size}")
     if end_e > start_e:
         fail("algo.end_e", end_e, f"at most algo.start_e={start_e} (epsilon decays)")
+    check_array_observations(cfg)
     if action_kind(cfg) != "categorical":
         fail("algo", "dqn", f"an algorithm for continuous actions (e.g. algo=ppo): {cfg.env.id} has continuous "
              "actions and DQN needs discrete ones")

@@ -24,7 +24,7 @@ from torch.distributions import Categorical, Normal
 
 from rlrun.config import (check_bool, check_choice, check_int, check_int_list, check_number, fail,
                           get)
-from rlrun.envs import VecEnv, action_kind, make_vec_env, restore_episodes
+from rlrun.envs import VecEnv, action_kind, check_array_observations, make_vec_env, restore_episodes
 from rlrun.nets import MLP, NATURE_FEATURES, NatureTrunk, load_weights, make_adam, orthogonal_init
 from rlrun.normalize import ObsNormalizer, RewardNormalizer
 from rlrun.run import Run, resolve_device, set_rng_state
@@ -61,6 +61,7 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, a + "reward_clip", low=0, low_open=True)
     check_bool(cfg, a + "channels_last")
     policy = check_choice(cfg, a + "policy", ["auto", "categorical", "gaussian"])
+    check_array_observations(cfg)
     batch = num_envs * num_steps
     if batch % num_minibatches:
         fail("algo.num_minibatches", num_minibatches,

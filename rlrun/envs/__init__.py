@@ -103,6 +103,11 @@ class VecEnv:
             self._lengths[i] = 0
         return result
 
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        """(N,) int64 agent steps taken so far in each env's current episode (a copy)."""
+        return self._lengths.copy()
+
     def close(self) -> None:
         """Release the envs."""
 
@@ -434,6 +439,24 @@ def check_gamma(cfg: DictConfig, key: str = "algo.gamma") -> float:
         fail(key, gamma, f"a discount below 1 for {cfg.env.id} without a step limit (a policy can keep "
              "its episodes going forever, so returns at gamma 1 may be unbounded), or set env.max_episode_steps")
     return float(gamma)
+
+
+def check_array_observations(cfg: DictConfig) -> None:
+    """Refuse an env whose observations are state indices (``Discrete``) for an algorithm whose networks
+    need vectors or pixels.
+
+    Raises:
+        ConfigError: naming the env and how to get vectors (the lecture envs' ``one_hot``).
+    """
+    if cfg.env.family != "gym":
+        return
+    env = make_single_env(cfg)
+    space = env.observation_space
+    env.close()
+    if isinstance(space, spaces.Discrete):
+        hint = "set env.kwargs.one_hot=true" if cfg.env.id in lecture.ENV_IDS else "use a tabular algorithm"
+        fail("env", cfg.env.name, f"an env with vector or pixel observations for algo={cfg.algo.name}; "
+             f"{cfg.env.id} observes state indices ({space}): {hint}")
 
 
 def discrete_states(cfg: DictConfig) -> int:
