@@ -70,7 +70,8 @@ def run_training(cfg: DictConfig, run_dir: str | Path, resume: dict | None = Non
               f"checkpoint written; continue with: rlrun resume={run.dir}", flush=True)
         raise StoppedBySignal(run.stop_signal)
     else:
-        print(f"rlrun: done, mean return of the last {len(run.returns)} episodes: {metric:.2f}; "
+        what = getattr(algo, "METRIC", None) or f"mean return of the last {len(run.returns)} episodes"
+        print(f"rlrun: done, {what}: {metric:.2f}; "
               f"checkpoints in {run.ckpt_dir}", flush=True)
     return metric
 

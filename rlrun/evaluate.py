@@ -40,6 +40,9 @@ EXIT_BAD_INPUT = 2  # exit status for a bad path or option, as for rlrun's inval
 Policy = Callable[[np.ndarray], np.ndarray]  # (N, *obs_shape) observations -> (N, *action_shape) actions
 
 
+DEFAULT_EVAL_POLICY = "the policy's mode"  # how rlrun-eval describes a policy without epsilon
+
+
 class InputError(ValueError):
     """A path or option rlrun-eval cannot use; the message names it and what is expected."""
 
@@ -176,7 +179,8 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, epsilon: 
 
     Returns:
         The statistics of :func:`play` plus "checkpoint", "global_step", "epsilon" (None for
-        algorithms whose evaluation policy has none, e.g. PPO plays its mode), "seed", "video_dir" (None without video) and "json" (where they were written).
+        algorithms whose evaluation policy has none, e.g. PPO plays its mode), "policy" (in words),
+        "seed", "video_dir" (None without video) and "json" (where they were written).
 
     Raises:
         InputError: on a bad path or option (``epsilon`` for an algorithm without one); nothing has
@@ -192,11 +196,15 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, epsilon: 
     ckpt_path, payload, run_dir = find_checkpoint(path)
     cfg = OmegaConf.create(payload["config"])
     episodes = int(cfg.eval.episodes) if episodes is None else episodes
-    if getattr(algos.get(cfg.algo.name), "EVAL_USES_EPSILON", False):
+    module = algos.get(cfg.algo.name)
+    if getattr(module, "EVAL_USES_EPSILON", False):
         epsilon = float(cfg.eval.epsilon) if epsilon is None else epsilon
-    elif epsilon is not None:
-        raise InputError(f"--epsilon={epsilon} is not allowed for {cfg.algo.name}: its evaluation policy has no "
-                         "epsilon (it plays the policy's mode); leave --epsilon out")
+        policy = f"epsilon {epsilon:g}"
+    else:
+        policy = getattr(module, "EVAL_POLICY", DEFAULT_EVAL_POLICY)
+        if epsilon is not None:
+            raise InputError(f"--epsilon={epsilon} is not allowed for {cfg.algo.name}: its evaluation policy has "
+                             f"no epsilon (it plays {policy}); leave --epsilon out")
     video = bool(cfg.eval.video) if video is None else video
     seed = int(cfg.seed) + int(cfg.eval.seed_offset) if seed is None else seed
     global_step = int(payload["global_step"])
@@ -209,8 +217,8 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, epsilon: 
     except ValueError as exc:
         raise InputError(f"{ckpt_path}: {exc}") from None
 
-    result = {"checkpoint": str(ckpt_path), "global_step": global_step, "epsilon": epsilon, "seed": seed,
-              **stats, "video_dir": None if video_dir is None else str(video_dir)}
+    result = {"checkpoint": str(ckpt_path), "global_step": global_step, "epsilon": epsilon, "policy": policy,
+              "seed": seed, **stats, "video_dir": None if video_dir is None else str(video_dir)}
     json_path = run_dir / "eval" / f"{name}.json"
     json_path.parent.mkdir(exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -255,9 +263,8 @@ def main(argv: list[str] | None = None) -> None:
         message = str(exc).splitlines()[0]  # torch's unpickling errors run over several lines
         print(f"rlrun-eval: {message}", file=sys.stderr, flush=True)
         sys.exit(EXIT_BAD_INPUT)
-    policy = "the policy's mode" if r["epsilon"] is None else f"epsilon {r['epsilon']:g}"
     print(f"rlrun-eval: step {r['global_step']}, {r['episodes']} episodes "
-          f"({policy}, seed {r['seed']}): return mean {r['mean']:.2f} std {r['std']:.2f} "
+          f"({r['policy']}, seed {r['seed']}): return mean {r['mean']:.2f} std {r['std']:.2f} "
           f"min {r['min']:g} max {r['max']:g}; written to {r['json']}", flush=True)
 
 

@@ -7,6 +7,11 @@ An algorithm is a module in this package with two functions:
 * ``train(cfg, run) -> float`` trains, logging through the ``rlrun.run.Run``, and
   returns the metric a sweep optimizes (the mean return of the last episodes).
 
+Optional: ``make_policy(cfg, state, envs, device, epsilon, seed)`` makes its checkpoints
+playable by ``rlrun-eval``; module constants ``METRIC`` (what ``train`` returns, when it is not
+the mean return), ``EVAL_USES_EPSILON`` (rlrun-eval's ``--epsilon`` applies) and ``EVAL_POLICY``
+(how rlrun-eval describes a policy without epsilon; default "the policy's mode").
+
 Adding ``rlrun/algos/ppo.py`` with these two functions makes ``algo=ppo`` work;
 the CLI does not change.
 """
