@@ -1,0 +1,331 @@
+"""Reproduce the lectures' results with rlrun and write the table in docs/lectures.md.
+
+Every result is one or more experiment configs under ``configs/experiment/lecture/`` (what
+``rlrun +experiment=lecture/<name>`` runs) plus a check that reads the run directory (its CSV
+tables and TensorBoard scalars) and says what was reproduced and whether it matches the lecture.
+The runs go one after the other, in this process, each into its own run directory under
+``--out-dir`` (default ``outputs/lectures/<date-time>/``).
+
+Usage::
+
+    python scripts/reproduce_lectures.py                   # every result; writes docs/lectures.md
+    python scripts/reproduce_lectures.py --quick           # small budgets for the long runs; CI's check
+    python scripts/reproduce_lectures.py --only trap_greedy recycling_qtable
+
+The exit status is 1 when a result run at its full budget does not match the lecture (a result
+whose budget ``--quick`` shrank is reported but cannot fail), 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime
+import io
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+# benchlib.py sits next to this script, so it is on sys.path when the script runs
+from benchlib import compose_config, machine_info
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "lectures.md"
+CS230 = "CS230 deep RL (seeds/000)"
+SCALING = "Scaling up RL (seeds/003)"
+
+# the lecture's Q-table of the recycling chain at gamma 0.9, rows S1..S5, columns (left, right)
+RECYCLING_Q = np.array([[0.0, 0.0], [2.0, 9.0], [8.1, 10.0], [9.0, 10.0], [0.0, 0.0]])
+RECYCLING_NONTERMINAL = [1, 2, 3]
+SLIDE_SAMPLES = [(0.0, "R", -7), (0.3, "R", -6), (1.6, "L", -5), (0.2, "R", -4), (1.3, "R", -3), (2.4, "L", -2),
+                 (2.1, "R", -1)]  # the "Calculate gradient estimate" slide: (x, action, Q)
+SLIDE_GRADIENT = (2.1, -7.0)  # by hand: sum_t Q_t * 0.5 * (+-1) * (x_t, 1) at w = b = 0
+
+
+# ---- reading run directories ---------------------------------------------------------------
+
+def read_csv(path: Path) -> tuple[list[str], np.ndarray]:
+    """(header, (rows, columns) float64 array) of a numeric CSV written by an rlrun run (True/False read as 1/0)."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    flags = {"True": 1.0, "False": 0.0}
+    return rows[0], np.array([[flags[v] if v in flags else float(v) for v in row] for row in rows[1:]])
+
+
+def q_table(run_dir: Path) -> np.ndarray:
+    """(S, A) Q-table from ``q_table.csv`` (first column: the state)."""
+    return read_csv(run_dir / "q_table.csv")[1][:, 1:]
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of a TensorBoard tag of a run."""
+    from rlrun.run import read_scalars
+
+    return [(step, value) for step, value, _ in read_scalars(run_dir).get(tag, [])]
+
+
+def fmt_table(q: np.ndarray) -> str:
+    return "; ".join("(" + ", ".join(f"{v:g}" for v in np.round(row, 3)) + ")" for row in q)
+
+
+# ---- the checks: run directories -> (what was reproduced, whether it matches) ----------------
+
+def check_return_gamma1(dirs: list[Path]) -> tuple[str, bool]:
+    header, table = read_csv(dirs[0] / "optimal_return.csv")
+    optimal = float(table[0, header.index("optimal_return")])
+    played = scalars(dirs[0], "charts/episodic_return")
+    text = f"optimal return {optimal:g}; the greedy policy plays {played[-1][1]:g}" if played else \
+        f"optimal return {optimal:g}"
+    return text, optimal == 11.0 and (not played or played[-1][1] == 11.0)
+
+
+def check_q_table(tolerance: float) -> Callable[[list[Path]], tuple[str, bool]]:
+    def check(dirs: list[Path]) -> tuple[str, bool]:
+        q = q_table(dirs[0])
+        error = float(np.abs(q[RECYCLING_NONTERMINAL] - RECYCLING_Q[RECYCLING_NONTERMINAL]).max())
+        return f"Q = {fmt_table(q)}; largest error in S2-S4 {error:.2g}", error <= tolerance
+    return check
+
+
+def check_trap_greedy(dirs: list[Path]) -> tuple[str, bool]:
+    q = q_table(dirs[0])[0]
+    returns = [v for _, v in scalars(dirs[0], "charts/episodic_return")]
+    after_first = sorted(set(returns[1:]))
+    text = f"Q = ({', '.join(f'{v:g}' for v in q)}); returns after the first episode: {after_first}"
+    return text, np.allclose(q, [0.0, 1.0, 0.3]) and after_first == [1.0]
+
+
+def check_trap_epsilon(dirs: list[Path]) -> tuple[str, bool]:
+    q = q_table(dirs[0])[0]
+    returns = [v for _, v in scalars(dirs[0], "charts/episodic_return")]
+    found = next((i + 1 for i, r in enumerate(returns) if r == 1000.0), None)
+    text = f"Q = ({', '.join(f'{v:g}' for v in q)}); 1000 first found in episode {found}; greedy action {int(np.argmax(q))}"
+    return text, found is not None and int(np.argmax(q)) == 2
+
+
+def check_values(bound: float) -> Callable[[list[Path]], tuple[str, bool]]:
+    """The learned V (or Q: one column per action) on the grid against its Monte-Carlo reference."""
+    def check(dirs: list[Path]) -> tuple[str, bool]:
+        header, table = read_csv(dirs[0] / "values.csv")
+        x = table[:, 0]
+        learned = [c for c in header[1:] if "reference" not in c]
+        refs = [c for c in header[1:] if "reference" in c]
+        v, ref = table[:, [header.index(c) for c in learned]], table[:, [header.index(c) for c in refs]]
+        mse = float(np.mean((v - ref) ** 2))
+        zero = int(np.argmin(np.abs(x)))
+        steps = scalars(dirs[0], "losses/value_mse")[-1][0]
+        at_zero = ", ".join(f"{name}(0) = {a:.2f} (Monte Carlo {b:.2f})" for name, a, b in
+                            zip((c.upper() for c in learned), v[zero], ref[zero]))
+        return f"from {steps:,} samples: MSE against Monte Carlo {mse:.3f} on {len(x)} points of [-3, 3]; {at_zero}", \
+            mse <= bound
+    return check
+
+
+def check_cartpole(dirs: list[Path]) -> tuple[str, bool]:
+    returns = scalars(dirs[0], "charts/episodic_return")
+    steps = [s for s, _ in returns]
+    values = np.array([v for _, v in returns])
+    means = np.convolve(values, np.ones(100) / 100, mode="valid") if len(values) >= 100 else np.array([])
+    reached = next((steps[i + 99] for i, m in enumerate(means) if m >= 475), None)
+    last = float(values[-100:].mean())
+    text = f"mean return of the last 100 episodes {last:.1f} after {steps[-1]:,} steps" + (
+        f"; first at least 475 after {reached:,} steps" if reached else "")
+    return text, last >= 475
+
+
+def slide_gradient() -> tuple[str, bool]:
+    """The policy-gradient estimate of the slide's seven samples, by autodiff of rlrun's logistic policy."""
+    import torch
+
+    from rlrun.algos.reinforce import LogisticPolicy, policy_gradient_estimate
+
+    policy = LogisticPolicy(init=(0.0, 0.0))
+    obs = torch.tensor([[x] for x, _, _ in SLIDE_SAMPLES])
+    actions = torch.tensor([1 if a == "R" else 0 for _, a, _ in SLIDE_SAMPLES])
+    weights = torch.tensor([float(q) for _, _, q in SLIDE_SAMPLES])
+    g = policy_gradient_estimate(policy, obs, actions, weights).tolist()
+    return f"g = (dJ/dw, dJ/db) = ({g[0]:.4g}, {g[1]:.4g})", np.allclose(g, SLIDE_GRADIENT, atol=1e-6)
+
+
+def check_baseline(dirs: list[Path]) -> tuple[str, bool]:
+    """Without vs with the learned baseline: the per-update variance of the per-trajectory gradient estimates
+    (medians over the updates: a few early updates with long episodes dominate means), across the two runs and
+    paired on the baseline run's own trajectories (it also logs the plain-G_t estimator's variance)."""
+    plain, baseline = (float(np.median([v for _, v in scalars(d, "losses/grad_variance")])) for d in dirs)
+    paired = float(np.median([u / v for (_, u), (_, v) in zip(scalars(dirs[1], "losses/grad_variance_no_baseline"),
+                                                               scalars(dirs[1], "losses/grad_variance"))]))
+    returns = [np.mean([v for _, v in scalars(d, "charts/episodic_return")][-100:]) for d in dirs]
+    text = (f"median gradient variance per update {plain:.3g} without, {baseline:.3g} with the learned baseline "
+            f"({plain / baseline:.1f}x lower; {paired:.1f}x on the same trajectories); mean return of the last "
+            f"100 episodes {returns[0]:.2f} and {returns[1]:.2f} (uniform policy: about -11.4)")
+    return text, baseline < plain and paired > 1.0
+
+
+# ---- the results -------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    """One row of docs/lectures.md.
+
+    Attributes:
+        name: the row's id (``--only``); usually its experiment's name.
+        lecture, claim: where the result comes from and what it says.
+        experiments: experiment configs run for it (``configs/experiment/lecture/<name>.yaml``); empty for a
+            computation without training (``compute``).
+        check: reads the experiments' run directories -> (what was reproduced, whether it matches).
+        quick: overrides that shrink the experiments' budgets under ``--quick`` (empty: run in full).
+    """
+
+    name: str
+    lecture: str
+    claim: str
+    experiments: list[str] = field(default_factory=list)
+    check: Callable[[list[Path]], tuple[str, bool]] | None = None
+    compute: Callable[[], tuple[str, bool]] | None = None
+    quick: list[str] = field(default_factory=list)
+
+    def command(self) -> str:
+        if not self.experiments:
+            return f"python scripts/reproduce_lectures.py --only {self.name}"
+        return "<br>".join(f"rlrun +experiment=lecture/{e}" for e in self.experiments)
+
+
+RESULTS = [
+    Result("recycling_return_gamma1", CS230,
+           "With gamma = 1 and 3 moves before the garbage collector comes, the best strategy is right, right, "
+           "right, for a return of 11.", ["recycling_return_gamma1"], check_return_gamma1),
+    Result("recycling_qtable", CS230,
+           "The Q-table at gamma = 0.9 by backtracking (value iteration): S2 (2, 9), S3 (8.1, 10), S4 (9, 10); "
+           "terminal S1, S5 (0, 0).", ["recycling_qtable"], check_q_table(1e-9)),
+    Result("recycling_qtable_q_learning", CS230,
+           "The same Q-table learned from experience by tabular Q-learning (within 0.05).",
+           ["recycling_qtable_q_learning"], check_q_table(0.05)),
+    Result("recycling_qtable_qnetwork", CS230,
+           "The same Q-table learned by a Q-network on one-hot states with the Bellman target held fixed "
+           "(within 0.05).", ["recycling_qtable_qnetwork"], check_q_table(0.05), quick=["total_timesteps=4000"]),
+    Result("trap_greedy", CS230,
+           "Greedy Q-learning from Q = (0.5, 0.4, 0.3) tries action 1 (learns 0), then action 2 (learns 1) and "
+           "is stuck there: it never finds the 1000.", ["trap_greedy"], check_trap_greedy),
+    Result("trap_epsilon_greedy", CS230,
+           "With a random action 5% of the time the agent finds the 1000 and its greedy action becomes it.",
+           ["trap_epsilon_greedy"], check_trap_epsilon),
+    Result("random_walk_td1", SCALING,
+           "V^pi of the noisy random walk (uniform policy, gamma 1) fitted by supervised regression, TD(1), "
+           "on 1k trajectories (~12k samples) with a 2-layer ReLU net of width 64: noisy but close.",
+           ["random_walk_td1"], check_values(2.0), quick=["algo.update_epochs=10"]),
+    Result("random_walk_td0", SCALING,
+           "The same V^pi by fixed-point iteration, TD(0) (the slide's code: 3,000 trajectories).",
+           ["random_walk_td0"], check_values(1.0)),
+    Result("random_walk_td_lambda", SCALING,
+           "TD(lambda) interpolates between TD(0) and TD(1): the same V^pi with lambda = 0.5.",
+           ["random_walk_td_lambda"], check_values(2.0)),
+    Result("random_walk_sarsa", SCALING,
+           "Q^pi is learned the same ways as V^pi: SARSA(0), target r + Q(s', a') with the next action taken.",
+           ["random_walk_sarsa"], check_values(2.0)),
+    Result("reinforce_slide_gradient", SCALING,
+           "REINFORCE gradient estimate for the slide's seven (x, action, Q) samples at w = b = 0, logistic "
+           "policy: g = sum_t Q_t d/dtheta ln pi(a_t | x_t) = (2.1, -7.0) by hand.", compute=slide_gradient),
+    Result("random_walk_reinforce_baseline", SCALING,
+           "A baseline B(s) leaves the gradient's expectation unchanged and can reduce its variance: REINFORCE "
+           "on the random walk with the logistic policy, without and with a learned V baseline.",
+           ["random_walk_reinforce", "random_walk_reinforce_baseline"], check_baseline,
+           quick=["total_timesteps=4000"]),
+    Result("cartpole_reinforce_baseline", SCALING,
+           "The same algorithm on a real task: REINFORCE with a learned baseline brings CartPole-v1 to an "
+           "average return of at least 475 within 500,000 steps (the issue's target; seed 1).",
+           ["cartpole_reinforce_baseline"], check_cartpole, quick=["total_timesteps=20000"]),
+]
+
+
+# ---- running -----------------------------------------------------------------------------------
+
+def run_experiment(name: str, run_dir: Path, overrides: list[str]) -> float:
+    """Train ``+experiment=lecture/<name>`` into ``run_dir`` (quietly); returns the seconds it took."""
+    from rlrun.cli import run_training
+
+    cfg = compose_config([f"+experiment=lecture/{name}", "logging.progress=none", *overrides])
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        run_training(cfg, run_dir)
+    return time.perf_counter() - start
+
+
+def reproduce(result: Result, out_dir: Path, quick: bool) -> tuple[str, bool, bool, float]:
+    """Run a result's experiments and check them: (reproduced, matches, shrunk by --quick, seconds)."""
+    shrunk = quick and bool(result.quick)
+    if result.compute is not None:
+        start = time.perf_counter()
+        text, ok = result.compute()
+        return text, ok, False, time.perf_counter() - start
+    dirs, seconds = [], 0.0
+    for name in result.experiments:
+        run_dir = out_dir / name
+        seconds += run_experiment(name, run_dir, result.quick if shrunk else [])
+        dirs.append(run_dir)
+    text, ok = result.check(dirs)
+    return text, ok, shrunk, seconds
+
+
+def markdown(rows: list[tuple[Result, str, bool, bool, float]], command: str) -> str:
+    lines = [
+        "# The lectures' results, reproduced",
+        "",
+        "Each row is one result of the lectures in `seeds/`, the command that reproduces it, what that "
+        "command produced and whether it matches the lecture. Written by "
+        "`python scripts/reproduce_lectures.py` (see its docstring); later issues add their rows.",
+        "",
+        f"Date: {datetime.date.today().isoformat()}  ",
+        f"Machine: {machine_info()}  ",
+        f"Command: `{command}`",
+        "",
+        "| Lecture | Claim | Command | Reproduced | Matches | Time |",
+        "|---|---|---|---|---|---:|",
+    ]
+    for result, text, ok, shrunk, seconds in rows:
+        verdict = "yes" if ok else "no"
+        if shrunk:
+            verdict += " (quick budget)"
+        lines.append(f"| {result.lecture} | {result.claim} | `{result.command()}` | {text} | {verdict} | "
+                     f"{seconds:.1f} s |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shrink the long runs' budgets (CI's smoke check)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", choices=[r.name for r in RESULTS],
+                        help="reproduce only these results")
+    parser.add_argument("--out-dir", type=Path, help="where the run directories go "
+                        "(default: outputs/lectures/<date-time>/)")
+    parser.add_argument("--doc", type=Path, default=None,
+                        help=f"write the table here (default: {DOCS.relative_to(ROOT)} for a full run of every "
+                        "result, nowhere otherwise)")
+    args = parser.parse_args(argv)
+    out_dir = args.out_dir or ROOT / "outputs" / "lectures" / datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    selected = [r for r in RESULTS if args.only is None or r.name in args.only]
+    rows, failed = [], []
+    for result in selected:
+        text, ok, shrunk, seconds = reproduce(result, out_dir, args.quick)
+        rows.append((result, text, ok, shrunk, seconds))
+        mark = "ok" if ok else ("differs (quick budget)" if shrunk else "DIFFERS")
+        print(f"[lectures] {result.name}: {text} -> {mark} ({seconds:.1f} s)", flush=True)
+        if not ok and not shrunk:
+            failed.append(result.name)
+    doc = args.doc or (DOCS if not args.quick and args.only is None else None)
+    if doc is not None:
+        command = "python scripts/reproduce_lectures.py" + ("".join(f" {a}" for a in (argv or sys.argv[1:])))
+        doc.write_text(markdown(rows, command))
+        print(f"[lectures] wrote {doc}", flush=True)
+    if failed:
+        print(f"[lectures] not reproduced: {', '.join(failed)}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
