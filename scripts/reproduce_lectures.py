@@ -178,6 +178,7 @@ class Result:
         experiments: experiment configs run for it (``configs/experiment/lecture/<name>.yaml``); empty for a
             computation without training (``compute``).
         check: reads the experiments' run directories -> (what was reproduced, whether it matches).
+        criterion: what "matches" means for this row, in words.
         quick: overrides that shrink the experiments' budgets under ``--quick`` (empty: run in full).
     """
 
@@ -186,6 +187,7 @@ class Result:
     claim: str
     experiments: list[str] = field(default_factory=list)
     check: Callable[[list[Path]], tuple[str, bool]] | None = None
+    criterion: str = ""
     compute: Callable[[], tuple[str, bool]] | None = None
     quick: list[str] = field(default_factory=list)
 
@@ -198,47 +200,60 @@ class Result:
 RESULTS = [
     Result("recycling_return_gamma1", CS230,
            "With gamma = 1 and 3 moves before the garbage collector comes, the best strategy is right, right, "
-           "right, for a return of 11.", ["recycling_return_gamma1"], check_return_gamma1),
+           "right, for a return of 11.", ["recycling_return_gamma1"], check_return_gamma1,
+           criterion="optimal return and the greedy episode both exactly 11"),
     Result("recycling_qtable", CS230,
            "The Q-table at gamma = 0.9 by backtracking (value iteration): S2 (2, 9), S3 (8.1, 10), S4 (9, 10); "
-           "terminal S1, S5 (0, 0).", ["recycling_qtable"], check_q_table(1e-9)),
+           "terminal S1, S5 (0, 0).", ["recycling_qtable"], check_q_table(1e-9),
+           criterion="every entry of S2-S4 within 1e-9"),
     Result("recycling_qtable_q_learning", CS230,
            "The same Q-table learned from experience by tabular Q-learning (within 0.05).",
-           ["recycling_qtable_q_learning"], check_q_table(0.05)),
+           ["recycling_qtable_q_learning"], check_q_table(0.05),
+           criterion="every entry of S2-S4 within 0.05"),
     Result("recycling_qtable_qnetwork", CS230,
            "The same Q-table learned by a Q-network on one-hot states with the Bellman target held fixed "
-           "(within 0.05).", ["recycling_qtable_qnetwork"], check_q_table(0.05), quick=["total_timesteps=4000"]),
+           "(within 0.05).", ["recycling_qtable_qnetwork"], check_q_table(0.05),
+           criterion="every entry of S2-S4 within 0.05", quick=["total_timesteps=4000"]),
     Result("trap_greedy", CS230,
            "Greedy Q-learning from Q = (0.5, 0.4, 0.3) tries action 1 (learns 0), then action 2 (learns 1) and "
-           "is stuck there: it never finds the 1000.", ["trap_greedy"], check_trap_greedy),
+           "is stuck there: it never finds the 1000.", ["trap_greedy"], check_trap_greedy,
+           criterion="Q = (0, 1, 0.3) and every later return 1"),
     Result("trap_epsilon_greedy", CS230,
            "With a random action 5% of the time the agent finds the 1000 and its greedy action becomes it.",
-           ["trap_epsilon_greedy"], check_trap_epsilon),
+           ["trap_epsilon_greedy"], check_trap_epsilon,
+           criterion="1000 found and the greedy action is its action (index 2)"),
     Result("random_walk_td1", SCALING,
            "V^pi of the noisy random walk (uniform policy, gamma 1) fitted by supervised regression, TD(1), "
            "on 1k trajectories (~12k samples) with a 2-layer ReLU net of width 64: noisy but close.",
-           ["random_walk_td1"], check_values(2.0), quick=["algo.update_epochs=10"]),
+           ["random_walk_td1"], check_values(2.0),
+           criterion="MSE at most 2.0 (about twice the worst of 8 seeds)", quick=["algo.update_epochs=10"]),
     Result("random_walk_td0", SCALING,
            "The same V^pi by fixed-point iteration, TD(0) (the slide's code: 3,000 trajectories).",
-           ["random_walk_td0"], check_values(1.0)),
+           ["random_walk_td0"], check_values(1.0),
+           criterion="MSE at most 1.0 (about twice the worst of 5 seeds)"),
     Result("random_walk_td_lambda", SCALING,
            "TD(lambda) interpolates between TD(0) and TD(1): the same V^pi with lambda = 0.5.",
-           ["random_walk_td_lambda"], check_values(2.0)),
+           ["random_walk_td_lambda"], check_values(2.0),
+           criterion="MSE at most 2.0"),
     Result("random_walk_sarsa", SCALING,
            "Q^pi is learned the same ways as V^pi: SARSA(0), target r + Q(s', a') with the next action taken.",
-           ["random_walk_sarsa"], check_values(2.0)),
+           ["random_walk_sarsa"], check_values(2.0),
+           criterion="MSE at most 2.0"),
     Result("reinforce_slide_gradient", SCALING,
            "REINFORCE gradient estimate for the slide's seven (x, action, Q) samples at w = b = 0, logistic "
-           "policy: g = sum_t Q_t d/dtheta ln pi(a_t | x_t) = (2.1, -7.0) by hand.", compute=slide_gradient),
+           "policy: g = sum_t Q_t d/dtheta ln pi(a_t | x_t) = (2.1, -7.0) by hand.", compute=slide_gradient,
+           criterion="(2.1, -7.0) within 1e-6"),
     Result("random_walk_reinforce_baseline", SCALING,
            "A baseline B(s) leaves the gradient's expectation unchanged and can reduce its variance: REINFORCE "
            "on the random walk with the logistic policy, without and with a learned V baseline.",
            ["random_walk_reinforce", "random_walk_reinforce_baseline"], check_baseline,
+           criterion="lower variance with the baseline, across runs and on the same trajectories",
            quick=["total_timesteps=4000"]),
     Result("cartpole_reinforce_baseline", SCALING,
            "The same algorithm on a real task: REINFORCE with a learned baseline brings CartPole-v1 to an "
            "average return of at least 475 within 500,000 steps (the issue's target; seed 1).",
-           ["cartpole_reinforce_baseline"], check_cartpole, quick=["total_timesteps=20000"]),
+           ["cartpole_reinforce_baseline"], check_cartpole,
+           criterion="mean of the last 100 episodes at least 475", quick=["total_timesteps=20000"]),
 ]
 
 
@@ -283,15 +298,15 @@ def markdown(rows: list[tuple[Result, str, bool, bool, float]], command: str) ->
         f"Machine: {machine_info()}  ",
         f"Command: `{command}`",
         "",
-        "| Lecture | Claim | Command | Reproduced | Matches | Time |",
-        "|---|---|---|---|---|---:|",
+        "| Lecture | Claim | Command | Reproduced | Matches | Criterion | Time |",
+        "|---|---|---|---|---|---|---:|",
     ]
     for result, text, ok, shrunk, seconds in rows:
         verdict = "yes" if ok else "no"
         if shrunk:
             verdict += " (quick budget)"
         lines.append(f"| {result.lecture} | {result.claim} | `{result.command()}` | {text} | {verdict} | "
-                     f"{seconds:.1f} s |")
+                     f"{result.criterion} | {seconds:.1f} s |")
     return "\n".join(lines) + "\n"
 
 
