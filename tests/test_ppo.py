@@ -139,3 +139,23 @@ def test_bad_ppo_values_give_one_clear_error(make_cfg, overrides, key, allowed):
     with pytest.raises(ConfigError) as info:
         validate(make_cfg("algo=ppo", *overrides))
     assert str(info.value).startswith(key) and allowed in str(info.value), str(info.value)
+
+
+def test_rollout_sampling_draws_exactly_what_the_policy_distribution_draws():
+    from gymnasium import spaces
+
+    from rlrun.algos.ppo import Agent
+
+    for space in (spaces.Discrete(3), spaces.Box(-1.0, 1.0, (2,))):
+        agent = Agent((4,), space, [8], "tanh")
+        obs = torch.randn(64, 4)
+        torch.manual_seed(0)
+        action, logprob, value = agent.sample_action(obs)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            dist, expected_value = agent.dist_and_value(obs)
+            expected = dist.sample()
+            expected_logprob, _ = log_prob_and_entropy(dist, expected, agent.continuous)
+        assert torch.equal(action, expected)
+        torch.testing.assert_close(logprob, expected_logprob)
+        torch.testing.assert_close(value, expected_value)

@@ -117,6 +117,21 @@ class Agent(nn.Module):
             return Normal(head, self.actor_logstd.expand_as(head).exp(), validate_args=False), value
         return Categorical(logits=head, validate_args=False), value
 
+    def sample_action(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rollout step: (B,) int64 or (B, A) float32 sampled actions, their (B,) log-probabilities (summed
+        over dimensions for a Gaussian) and (B,) values; no graph is recorded. For discrete actions it
+        samples from the softmax directly, without building a distribution object (the rollout's hot path)."""
+        with torch.inference_mode():
+            if self.continuous:
+                dist, value = self.dist_and_value(obs)
+                action = dist.sample()
+                return action, dist.log_prob(action).sum(-1), value
+            features = self.trunk(obs)
+            logits = self.actor(features)
+            log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)  # the same numbers as Categorical's
+            action = torch.multinomial(torch.softmax(log_probs, dim=-1), 1, replacement=True)  # and its draw
+            return action.squeeze(-1), log_probs.gather(-1, action).squeeze(-1), self.critic(features).squeeze(-1)
+
 
 def log_prob_and_entropy(dist, actions: torch.Tensor, continuous: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,) log-probabilities of ``actions`` and (B,) entropies; summed over dimensions for a Gaussian."""
@@ -143,17 +158,18 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, next_value: torch.Tensor, t
     Returns:
         (T, N) advantages; the value targets are advantages + values.
     """
-    num_steps = rewards.shape[0]
-    advantages = torch.zeros_like(rewards)
-    last = torch.zeros_like(next_value)
-    for t in reversed(range(num_steps)):
-        successor = next_value if t == num_steps - 1 else values[t + 1]
-        successor = torch.where(episode_end[t].bool(), final_values[t], successor)
-        delta = rewards[t] + gamma * successor * (1.0 - terminated[t]) - values[t]
-        carry = 1.0 - torch.maximum(terminated[t], episode_end[t])
-        last = delta + gamma * gae_lambda * carry * last
+    # the recursion runs over T small rows: NumPy on the host is several times faster than torch here
+    r, v, term, end, final = (x.detach().cpu().numpy() for x in (rewards, values, terminated, episode_end, final_values))
+    successors = np.concatenate([v[1:], next_value.detach().cpu().numpy()[None]])
+    successors = np.where(end > 0, final, successors)
+    deltas = r + gamma * successors * (1.0 - term) - v
+    carries = gamma * gae_lambda * (1.0 - np.maximum(term, end))
+    advantages = np.zeros_like(r)
+    last = np.zeros_like(r[0])
+    for t in reversed(range(r.shape[0])):
+        last = deltas[t] + carries[t] * last
         advantages[t] = last
-    return advantages
+    return torch.as_tensor(advantages, device=rewards.device)
 
 
 def clipped_surrogate_loss(advantages: torch.Tensor, ratio: torch.Tensor, clip_coef: float) -> torch.Tensor:
@@ -227,8 +243,9 @@ def train(cfg: DictConfig, run: Run) -> float:
     obs_dtype = torch.uint8 if len(obs_shape) == 3 else torch.float32
     obs_buf = torch.zeros((T, N, *obs_shape), dtype=obs_dtype, device=device)
     actions = torch.zeros((T, N, *space.shape), dtype=torch.float32 if agent.continuous else torch.int64, device=device)
-    logprobs, rewards, values, terminated, episode_end, final_values = (
-        torch.zeros((T, N), device=device) for _ in range(6))
+    logprobs, values, final_values = (torch.zeros((T, N), device=device) for _ in range(3))
+    # the env's per-step signals stay in NumPy until the rollout ends (one copy to the device per rollout)
+    rewards_np, terminated_np, episode_end_np = (np.zeros((T, N), dtype=np.float32) for _ in range(3))
 
     def checkpoint_state() -> dict:
         return {"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
@@ -260,26 +277,20 @@ def train(cfg: DictConfig, run: Run) -> float:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
 
         # ROLLOUT: num_steps steps of every env with the current policy
+        final_values.zero_()
         for step in range(T):
             global_step += N
             obs_t = torch.as_tensor(obs, device=device)
             obs_buf[step] = obs_t
-            with torch.no_grad():
-                dist, value = agent.dist_and_value(obs_t)
-                action = dist.sample()
-                logprob = dist.log_prob(action)
-                logprobs[step] = logprob.sum(-1) if agent.continuous else logprob
-            values[step], actions[step] = value, action
-            env_action = action.cpu().numpy()
+            actions[step], logprobs[step], values[step] = agent.sample_action(obs_t)
+            env_action = actions[step].cpu().numpy()
             if agent.continuous:  # applied clipped, stored unclipped (Huang et al. 2022, continuous detail 4)
                 env_action = np.clip(env_action, space.low, space.high)
             result = envs.step(env_action)
             run.log_episodes(global_step, result.episodes)
             reward = np.sign(result.reward) if clip_rewards else result.reward
-            rewards[step] = torch.as_tensor(reward_norm(reward, result.episode_end), device=device)
-            terminated[step] = torch.as_tensor(result.terminated, dtype=torch.float32, device=device)
-            episode_end[step] = torch.as_tensor(result.episode_end, dtype=torch.float32, device=device)
-            final_values[step] = 0.0
+            rewards_np[step] = reward_norm(reward, result.episode_end)
+            terminated_np[step], episode_end_np[step] = result.terminated, result.episode_end
             truncated = np.flatnonzero(result.truncated & result.episode_end)
             if len(truncated):  # bootstrap a time-limit end from the value of its final observation
                 with torch.no_grad():
@@ -289,6 +300,8 @@ def train(cfg: DictConfig, run: Run) -> float:
             obs = obs_norm(raw_obs, update=True)
 
         # ALGO LOGIC: advantages and value targets
+        rewards, terminated, episode_end = (torch.as_tensor(x, device=device)
+                                            for x in (rewards_np, terminated_np, episode_end_np))
         with torch.no_grad():
             next_value = agent.value(torch.as_tensor(obs, device=device))
         advantages = gae(rewards, values, next_value, terminated, episode_end, final_values, args.gamma,
