@@ -132,6 +132,7 @@ def test_ppo_resume_gives_the_same_scalars_as_an_uninterrupted_run(make_cfg, tmp
     (["algo.clip_coef=0"], "algo.clip_coef", "> 0"),
     (["env=halfcheetah", "algo.policy=categorical"], "algo.policy", "gaussian (or auto): HalfCheetah-v5 has continuous"),
     (["env=cartpole", "algo.policy=gaussian"], "algo.policy", "categorical (or auto): CartPole-v1 has discrete"),
+    (["algo.compile=sometimes"], "algo.compile", "true, false or auto"),
 ])
 def test_bad_ppo_values_give_one_clear_error(make_cfg, overrides, key, allowed):
     from rlrun.cli import validate
@@ -159,3 +160,58 @@ def test_rollout_sampling_draws_exactly_what_the_policy_distribution_draws():
         assert torch.equal(action, expected)
         torch.testing.assert_close(logprob, expected_logprob)
         torch.testing.assert_close(value, expected_value)
+
+
+def _minibatch(agent, n=32):
+    torch.manual_seed(3)
+    obs = torch.randn(n, 4)
+    actions = torch.randint(0, 3, (n,))
+    return obs, actions, torch.randn(n) - 1.0, torch.randn(n), torch.randn(n), torch.randn(n)
+
+
+def test_compiled_minibatch_loss_equals_the_eager_one():
+    from types import SimpleNamespace
+
+    from gymnasium import spaces
+
+    from rlrun.algos.ppo import Agent, make_minibatch_loss
+
+    args = SimpleNamespace(clip_coef=0.2, clip_vloss=True, norm_adv=True, ent_coef=0.01, vf_coef=0.5)
+    agent = Agent((4,), spaces.Discrete(3), [16], "tanh")
+    batch = _minibatch(agent)
+    results = []
+    for use_compile in (False, True):
+        agent.zero_grad()
+        loss, stats = make_minibatch_loss(agent, args, use_compile)(*batch)
+        loss.backward()
+        results.append((loss.detach(), stats, [p.grad.clone() for p in agent.parameters()]))
+    (eager_loss, eager_stats, eager_grads), (loss, stats, grads) = results
+    torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-6)
+    for name in ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"):
+        torch.testing.assert_close(stats[name], eager_stats[name], rtol=1e-5, atol=1e-6)
+    for g, expected in zip(grads, eager_grads):
+        torch.testing.assert_close(g, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_failing_compiler_falls_back_to_the_eager_update_once(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from gymnasium import spaces
+
+    from rlrun.algos.ppo import Agent, make_minibatch_loss
+
+    def broken_compile(fn):
+        def call(*args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    args = SimpleNamespace(clip_coef=0.2, clip_vloss=False, norm_adv=False, ent_coef=0.0, vf_coef=0.5)
+    agent = Agent((4,), spaces.Discrete(3), [16], "tanh")
+    loss_fn = make_minibatch_loss(agent, args, use_compile=True)
+    batch = _minibatch(agent)
+    first, second = loss_fn(*batch)[0], loss_fn(*batch)[0]
+    expected = make_minibatch_loss(agent, args, use_compile=False)(*batch)[0]
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    out = capsys.readouterr().out
+    assert out.count("torch.compile failed (RuntimeError: InvalidCxxCompiler") == 1 and "eagerly" in out

@@ -60,6 +60,8 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, a + "obs_clip", low=0, low_open=True)
     check_number(cfg, a + "reward_clip", low=0, low_open=True)
     check_bool(cfg, a + "channels_last")
+    if get(cfg, a + "compile") not in (True, False, "auto"):
+        fail(a + "compile", get(cfg, a + "compile"), "true, false or auto (true for pixel observations)")
     policy = check_choice(cfg, a + "policy", ["auto", "categorical", "gaussian"])
     check_array_observations(cfg)
     batch = num_envs * num_steps
@@ -188,6 +190,56 @@ def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torc
     return 0.5 * torch.max(unclipped, clipped).mean()
 
 
+def make_minibatch_loss(agent: Agent, args: SimpleNamespace, use_compile: bool):
+    """The PPO objective of one minibatch, ``torch.compile``d when ``use_compile`` (if compiling fails, e.g.
+    without a C++ compiler, it says so once and runs eagerly).
+
+    ``minibatch_loss(obs, actions, old_logprobs, advantages, returns, old_values)`` takes the
+    minibatch's (B, *obs_shape) observations, (B,) or (B, A) actions and (B,) float32 rollout
+    log-probabilities, advantages, value targets and values, and returns the loss to minimize,
+    clipped surrogate - ent_coef * entropy + vf_coef * value loss (advantages normalized per
+    minibatch when ``args.norm_adv``), and a dict of 0-d tensors without gradient: policy_loss,
+    value_loss, entropy, old_approx_kl and approx_kl (the KL estimators of Schulman 2020,
+    http://joschu.net/blog/kl-approx.html) and clipfrac (share of ratios outside the clip range).
+    """
+    clip_coef, value_clip = args.clip_coef, (args.clip_coef if args.clip_vloss else None)
+
+    def minibatch_loss(obs, actions, old_logprobs, advantages, returns, old_values):
+        dist, new_value = agent.dist_and_value(obs)
+        new_logprob, entropy = log_prob_and_entropy(dist, actions, agent.continuous)
+        logratio = new_logprob - old_logprobs
+        ratio = logratio.exp()
+        if args.norm_adv:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + ADV_EPSILON)
+        pg_loss = clipped_surrogate_loss(advantages, ratio, clip_coef)
+        v_loss = value_loss(new_value, old_values, returns, value_clip)
+        entropy_loss = entropy.mean()
+        loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
+        with torch.no_grad():
+            stats = {"policy_loss": pg_loss.detach(), "value_loss": v_loss.detach(), "entropy": entropy_loss.detach(),
+                     "old_approx_kl": (-logratio).mean(), "approx_kl": ((ratio - 1) - logratio).mean(),
+                     "clipfrac": ((ratio - 1.0).abs() > clip_coef).float().mean()}
+        return loss, stats
+
+    if not use_compile:
+        return minibatch_loss
+    compiled, chosen = torch.compile(minibatch_loss), []
+
+    def compiled_or_eager(*batch):
+        if not chosen:  # the first call compiles
+            try:
+                result = compiled(*batch)
+                chosen.append(compiled)
+                return result
+            except (RuntimeError, OSError) as err:  # torch's compiler errors (no C++ compiler, ...) are RuntimeErrors
+                print(f"rlrun: torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                      "running the PPO update eagerly", flush=True)
+                chosen.append(minibatch_loss)
+        return chosen[0](*batch)
+
+    return compiled_or_eager
+
+
 def make_agent(cfg: DictConfig, envs: VecEnv, device: torch.device) -> Agent:
     """The Agent for ``envs``' spaces and ``cfg.algo``'s network keys, on ``device``."""
     obs_shape = envs.single_observation_space.shape
@@ -229,6 +281,8 @@ def train(cfg: DictConfig, run: Run) -> float:
     envs = make_vec_env(cfg, args.num_envs)
     agent = make_agent(cfg, envs, device)
     optimizer = make_adam(agent, args.learning_rate, args.adam_eps)
+    pixels = len(envs.single_observation_space.shape) == 3
+    minibatch_loss = make_minibatch_loss(agent, args, use_compile=pixels if args.compile == "auto" else args.compile)
     obs_shape, space = envs.single_observation_space.shape, envs.single_action_space
     obs_norm = ObsNormalizer(obs_shape, args.normalize_obs, args.obs_clip)
     reward_norm = RewardNormalizer(args.num_envs, args.gamma, args.normalize_reward, args.reward_clip)
@@ -318,36 +372,23 @@ def train(cfg: DictConfig, run: Run) -> float:
             order = torch.as_tensor(rng.permutation(batch_size), device=device)
             for start in range(0, batch_size, minibatch_size):
                 mb = order[start:start + minibatch_size]
-                dist, new_value = agent.dist_and_value(b_obs[mb])
-                new_logprob, entropy = log_prob_and_entropy(dist, b_actions[mb], agent.continuous)
-                logratio = new_logprob - b_logprobs[mb]
-                ratio = logratio.exp()
-                with torch.no_grad():  # KL estimators of Schulman 2020 (http://joschu.net/blog/kl-approx.html)
-                    old_approx_kl = (-logratio).mean()
-                    approx_kl = ((ratio - 1) - logratio).mean()
-                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean().item())
-                mb_advantages = b_advantages[mb]
-                if args.norm_adv:
-                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + ADV_EPSILON)
-                pg_loss = clipped_surrogate_loss(mb_advantages, ratio, args.clip_coef)
-                v_loss = value_loss(new_value, b_values[mb], b_returns[mb], args.clip_coef if args.clip_vloss else None)
-                entropy_loss = entropy.mean()
-                loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
+                loss, stats = minibatch_loss(b_obs[mb], b_actions[mb], b_logprobs[mb], b_advantages[mb],
+                                             b_returns[mb], b_values[mb])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if args.max_grad_norm is not None:
                     nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
                 optimizer.step()
-            if args.target_kl is not None and approx_kl > args.target_kl:
+                clipfracs.append(stats["clipfrac"].item())
+            if args.target_kl is not None and stats["approx_kl"] > args.target_kl:
                 break
 
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
         run.log(global_step, {
-            "charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/value_loss": v_loss.item(),
-            "losses/policy_loss": pg_loss.item(), "losses/entropy": entropy_loss.item(),
-            "losses/old_approx_kl": old_approx_kl.item(), "losses/approx_kl": approx_kl.item(),
+            "charts/learning_rate": optimizer.param_groups[0]["lr"],
+            **{f"losses/{name}": value.item() for name, value in stats.items() if name != "clipfrac"},
             "losses/clipfrac": float(np.mean(clipfracs)), "losses/explained_variance": float(explained_var)})
         run.progress(global_step)
         run.maybe_checkpoint(global_step, checkpoint_state)
