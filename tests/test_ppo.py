@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-import signal
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import torch
 from torch.distributions import Normal
 
 from rlrun.algos.ppo import clipped_surrogate_loss, gae, log_prob_and_entropy, value_loss
-from rlrun.cli import StoppedBySignal, run_training
+from rlrun.cli import run_training
 from rlrun.config import ConfigError
 from rlrun.normalize import RunningMeanStd
 from rlrun.run import latest_checkpoint, read_scalars
@@ -102,26 +101,10 @@ def test_short_halfcheetah_run_saves_its_normalization_statistics(make_cfg, tmp_
     assert ckpt["agent"]["actor_logstd"].shape == (1, 6)
 
 
-def test_ppo_resume_gives_the_same_scalars_as_an_uninterrupted_run(make_cfg, tmp_path, interrupt_at):
+def test_ppo_resume_gives_the_same_scalars_as_an_uninterrupted_run(stop_and_resume):
     overrides = ("algo=ppo", "env=cartpole", "total_timesteps=4096", "checkpoint.interval=100000",
                  "logging.progress=none", "torch_threads=1", "algo.normalize_obs=true", "algo.normalize_reward=true")
-    threads = torch.get_num_threads()
-    try:
-        run_training(make_cfg(*overrides), tmp_path / "whole")
-        interrupt_at(1536, signal.SIGTERM)
-        with pytest.raises(StoppedBySignal):
-            run_training(make_cfg(*overrides), tmp_path / "split")
-        interrupt_at(None)
-        _, ckpt = latest_checkpoint(tmp_path / "split")
-        assert ckpt["global_step"] == 1536
-        run_training(make_cfg(*overrides, f"resume={tmp_path / 'split'}"), tmp_path / "split", resume=ckpt)
-    finally:
-        torch.set_num_threads(threads)
-
-    def scalars(d):
-        return {t: [(s, v) for s, v, _ in e] for t, e in read_scalars(d).items() if t != "charts/SPS"}
-
-    whole, split = scalars(tmp_path / "whole"), scalars(tmp_path / "split")
+    whole, split, _ = stop_and_resume(overrides, 1536)
     assert whole.keys() == split.keys() and len(whole["losses/approx_kl"]) == 8
     for tag in whole:
         assert split[tag] == whole[tag], tag

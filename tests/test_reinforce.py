@@ -4,7 +4,6 @@ short real runs (random walk, CartPole, Pendulum, Breakout, the recycling chain)
 from __future__ import annotations
 
 import math
-import signal
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import torch
 
 from rlrun.algos.reinforce import (LogisticPolicy, collect, gradient_variance, policy_gradient_estimate,
                                    policy_weights, returns_to_go)
-from rlrun.cli import StoppedBySignal, run_training
+from rlrun.cli import run_training
 from rlrun.config import ConfigError
 from rlrun.envs import make_vec_env
 from rlrun.run import latest_checkpoint, read_scalars
@@ -242,30 +241,14 @@ def test_breakout_frames_go_through_the_nature_cnn(make_cfg, tmp_path):
     assert read_scalars(tmp_path / "run").get("losses/value_loss")
 
 
-def test_reinforce_resume_gives_the_same_scalars_as_an_uninterrupted_run(make_cfg, tmp_path, interrupt_at):
+def test_reinforce_resume_gives_the_same_scalars_as_an_uninterrupted_run(stop_and_resume):
     overrides = ("env=random_walk", "algo=reinforce", "algo.policy=logistic", "algo.gamma=1.0",
                  "algo.critic=advantage", "algo.num_envs=2", "algo.trajectories_per_update=4",
                  "algo.learning_rate=0.05", "algo.log_grad_variance=true", "total_timesteps=1200",
                  "checkpoint.interval=100000", *_quiet())
-    threads = torch.get_num_threads()
-    try:
-        run_training(make_cfg(*overrides), tmp_path / "whole")
-
-        def scalars(d):
-            return {t: [(s, v) for s, v, _ in e] for t, e in read_scalars(d).items() if t != "charts/SPS"}
-
-        whole = scalars(tmp_path / "whole")
-        boundary = whole["losses/policy_loss"][4][0]  # the step of the 5th update
-        interrupt_at(boundary, signal.SIGTERM)
-        with pytest.raises(StoppedBySignal):
-            run_training(make_cfg(*overrides), tmp_path / "split")
-        interrupt_at(None)
-        _, ckpt = latest_checkpoint(tmp_path / "split")
-        assert ckpt["global_step"] == boundary and ckpt["update"] == 5
-        run_training(make_cfg(*overrides, f"resume={tmp_path / 'split'}"), tmp_path / "split", resume=ckpt)
-    finally:
-        torch.set_num_threads(threads)
-    split = scalars(tmp_path / "split")
+    # stop at the step of the 5th update
+    whole, split, ckpt = stop_and_resume(overrides, lambda scalars: scalars["losses/policy_loss"][4][0])
+    assert ckpt["update"] == 5
     assert whole.keys() == split.keys() and len(whole["losses/q_loss"]) > 8
     for tag in whole:
         assert split[tag] == whole[tag], tag

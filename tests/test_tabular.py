@@ -5,14 +5,12 @@ exploration, rlrun-eval of their checkpoints, resume, and bad input."""
 from __future__ import annotations
 
 import csv
-import signal
 
 import numpy as np
 import pytest
-import torch
 
 from rlrun.algos.value_iteration import bellman_backup, solve
-from rlrun.cli import StoppedBySignal, run_training, validate
+from rlrun.cli import run_training, validate
 from rlrun.config import ConfigError
 from rlrun.envs import lecture, tabular_model
 from rlrun.evaluate import evaluate_checkpoint
@@ -197,27 +195,11 @@ def test_epsilon_greedy_learner_finds_the_1000(make_cfg, tmp_path):
 
 
 @pytest.mark.parametrize("q_function", ["table", "mlp"])
-def test_q_learning_resume_gives_the_same_scalars_and_table(make_cfg, tmp_path, interrupt_at, q_function):
+def test_q_learning_resume_gives_the_same_scalars_and_table(tmp_path, stop_and_resume, q_function):
     overrides = ("algo=q_learning", "env=recycling", f"algo.q_function={q_function}", "algo.gamma=0.9",
                  "algo.num_envs=2", "total_timesteps=1000", "checkpoint.interval=100000", "logging.log_interval=50",
                  *QUIET) + (("env.kwargs.one_hot=true", "algo.learning_rate=0.01") if q_function == "mlp" else ())
-    threads = torch.get_num_threads()
-    try:
-        run_training(make_cfg(*overrides), tmp_path / "whole")
-        interrupt_at(400, signal.SIGTERM)
-        with pytest.raises(StoppedBySignal):
-            run_training(make_cfg(*overrides), tmp_path / "split")
-        interrupt_at(None)
-        _, ckpt = latest_checkpoint(tmp_path / "split")
-        assert ckpt["global_step"] == 400
-        run_training(make_cfg(*overrides, f"resume={tmp_path / 'split'}"), tmp_path / "split", resume=ckpt)
-    finally:
-        torch.set_num_threads(threads)
-
-    def scalars(d):
-        return {t: [(s, v) for s, v, _ in e] for t, e in read_scalars(d).items() if t != "charts/SPS"}
-
-    whole, split = scalars(tmp_path / "whole"), scalars(tmp_path / "split")
+    whole, split, _ = stop_and_resume(overrides, 400)
     assert whole.keys() == split.keys() and len(whole["losses/td_error"]) == 20
     for tag in whole:
         assert split[tag] == whole[tag], tag
