@@ -48,7 +48,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlrun.algos.dqn import linear_schedule, td_target
 from rlrun.algos.value_iteration import action_names, greedy, write_tables
 from rlrun.config import (ConfigError, check_choice, check_int, check_int_list, check_number, fail, get)
-from rlrun.envs import check_gamma, discrete_states, make_single_env, make_vec_env, restore_episodes
+from rlrun.envs import check_gamma, discrete_states, make_vec_env, probe_env, restore_episodes
 from rlrun.nets import MLP, load_weights, make_adam
 from rlrun.run import Run, resolve_device, set_rng_state
 
@@ -96,17 +96,12 @@ def observation_space(cfg: DictConfig) -> spaces.Space:
     if cfg.env.family != "gym":
         fail("env", cfg.env.name, "a gymnasium env with state indices or vector observations for Q-learning "
              "(ALE games have pixel observations: use algo=dqn)")
-    env = make_single_env(cfg)
-    space = env.observation_space
-    env.close()
-    return space
+    return probe_env(cfg)[0]
 
 
 def discrete_actions(cfg: DictConfig) -> int:
     """The number of actions of ``cfg.env``; ConfigError naming env if its actions are not discrete."""
-    env = make_single_env(cfg)
-    space = env.action_space
-    env.close()
+    space = probe_env(cfg)[1]
     if not isinstance(space, spaces.Discrete):
         fail("env", cfg.env.name, f"an env with discrete actions for Q-learning; {cfg.env.id} has {space}")
     return int(space.n)
@@ -153,9 +148,8 @@ def initial_q_table(value: Any, num_states: int, num_actions: int) -> np.ndarray
 
 def one_hot_states(cfg: DictConfig) -> int | None:
     """S if ``cfg.env`` observes one-hot vectors over S states (the lecture envs' ``one_hot`` option), else None."""
-    env = make_single_env(cfg)
-    space, one_hot = env.observation_space, bool(getattr(env.unwrapped, "one_hot", False))
-    env.close()
+    space, _, unwrapped = probe_env(cfg)
+    one_hot = bool(getattr(unwrapped, "one_hot", False))
     if one_hot and isinstance(space, spaces.Box) and len(space.shape) == 1:
         return int(space.shape[0])
     return None

@@ -56,7 +56,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Normal
 
 from rlrun.config import check_bool, check_choice, check_int, check_int_list, check_number, fail, get
-from rlrun.envs import check_gamma, make_single_env, make_vec_env
+from rlrun.envs import check_gamma, make_vec_env, probe_env
 from rlrun.nets import MLP, NATURE_FEATURES, NatureTrunk, load_weights, orthogonal_init
 from rlrun.run import Run, resolve_device, set_rng_state
 
@@ -77,9 +77,7 @@ def env_spaces(cfg: DictConfig) -> tuple[gym.Space, gym.Space]:
     if cfg.env.family == "atari":
         size, stack = int(cfg.preprocessing.screen_size), int(cfg.preprocessing.frame_stack)
         return spaces.Box(0, 255, (stack, size, size), np.uint8), spaces.Discrete(2)  # any Discrete will do
-    env = make_single_env(cfg)
-    obs_space, action_space = env.observation_space, env.action_space
-    env.close()
+    obs_space, action_space, _ = probe_env(cfg)
     return obs_space, action_space
 
 

@@ -69,7 +69,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from rlrun.config import (check_choice, check_int, check_int_list, check_number, check_that, fail, get)
-from rlrun.envs import check_gamma, lecture, make_single_env, make_vec_env, restore_episodes, tabular_model
+from rlrun.envs import (check_gamma, lecture, make_single_env, make_vec_env, probe_env, restore_episodes,
+                         tabular_model)
 from rlrun.nets import MLP, load_weights, make_adam
 from rlrun.run import Run, resolve_device, set_rng_state
 
@@ -84,14 +85,6 @@ HELD_OUT_SEED_OFFSET = 20_000  # held-out episodes are seeded from seed + this, 
 # ----------------------------------------------------------------------------------------------
 # configuration
 # ----------------------------------------------------------------------------------------------
-def _probe_env(cfg: DictConfig):
-    """One env of ``cfg.env``: (action space, observation space, unwrapped env)."""
-    env = make_single_env(cfg)
-    spaces_and_env = env.action_space, env.observation_space, env.unwrapped
-    env.close()
-    return spaces_and_env
-
-
 def policy_probs(cfg: DictConfig, num_actions: int) -> np.ndarray:
     """The fixed policy pi as (num_actions,) float64 probabilities: ``algo.policy_probs``, or uniform if null.
 
@@ -202,7 +195,7 @@ def validate(cfg: DictConfig) -> None:
         fail("env", cfg.env.name, "a gymnasium env with vector or discrete observations for algo=td "
              f"(family gym, e.g. random_walk, recycling, cartpole); {cfg.env.id} is an ALE game")
     gamma = check_gamma(cfg)
-    action_space, observation_space, unwrapped = _probe_env(cfg)
+    observation_space, action_space, unwrapped = probe_env(cfg)
     if not isinstance(action_space, spaces.Discrete):
         fail("env", cfg.env.name, f"an env with discrete actions for algo=td (the fixed policy is a distribution "
              f"over Discrete actions); {cfg.env.id} has action space {action_space}")

@@ -49,7 +49,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from rlrun.config import check_int, check_number, fail
-from rlrun.envs import check_gamma, make_single_env, tabular_model
+from rlrun.envs import check_gamma, probe_env, tabular_model
 from rlrun.envs.lecture import TabularModel
 from rlrun.run import Run, set_rng_state
 
@@ -121,9 +121,7 @@ def greedy(q: np.ndarray) -> np.ndarray:
 def action_names(cfg: DictConfig, n_actions: int) -> list[str]:
     """Names of the env's actions for CSV headers: known ones (left, right; FrozenLake's ...) or a0, a1, ..."""
     if cfg.env.family == "gym":
-        env = make_single_env(cfg)
-        names = ACTION_NAMES.get(type(env.unwrapped).__name__)
-        env.close()
+        names = ACTION_NAMES.get(type(probe_env(cfg)[2]).__name__)
         if names is not None and len(names) == n_actions:
             return list(names)
     return [f"a{i}" for i in range(n_actions)]

@@ -399,15 +399,22 @@ def make_single_env(cfg: DictConfig) -> gym.Env:
     return gym.make(cfg.env.id, **kwargs)
 
 
+def probe_env(cfg: DictConfig) -> tuple[gym.Space, gym.Space, gym.Env]:
+    """Build one env of ``cfg.env`` (gym family), read it and close it: (observation space, action space,
+    unwrapped env). The unwrapped env's attributes and exact model stay readable after closing."""
+    env = make_single_env(cfg)
+    probe = env.observation_space, env.action_space, env.unwrapped
+    env.close()
+    return probe
+
+
 def _validate_lecture_env(cfg: DictConfig) -> None:
     """Build a lecture env from its kwargs (their errors become ConfigErrors) and refuse a chain whose
     episodes cannot end."""
     try:
-        env = make_single_env(cfg)
+        _, _, unwrapped = probe_env(cfg)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"env.kwargs={dict(cfg.env.kwargs)!r} is not allowed for {cfg.env.id}: {err}") from None
-    unwrapped = env.unwrapped
-    env.close()
     if isinstance(unwrapped, lecture.RecyclingChain) and not unwrapped.terminal.any() \
             and cfg.env.max_episode_steps is None:
         fail("env.max_episode_steps", None, "a step limit (int >= 1) for a chain with no terminal state "
@@ -420,7 +427,7 @@ def episodes_may_never_end(cfg: DictConfig) -> bool:
     end with probability 1 or have a time limit.)"""
     if cfg.env.family != "gym" or cfg.env.max_episode_steps is not None or cfg.env.id not in lecture.ENV_IDS:
         return False
-    unwrapped = make_single_env(cfg).unwrapped
+    _, _, unwrapped = probe_env(cfg)
     if not isinstance(unwrapped, lecture.RecyclingChain):
         return False
     model = unwrapped.model()
@@ -450,9 +457,7 @@ def check_array_observations(cfg: DictConfig) -> None:
     """
     if cfg.env.family != "gym":
         return
-    env = make_single_env(cfg)
-    space = env.observation_space
-    env.close()
+    space, _, _ = probe_env(cfg)
     if isinstance(space, spaces.Discrete):
         hint = "set env.kwargs.one_hot=true" if cfg.env.id in lecture.ENV_IDS else "use a tabular algorithm"
         fail("env", cfg.env.name, f"an env with vector or pixel observations for algo={cfg.algo.name}; "
@@ -466,9 +471,7 @@ def discrete_states(cfg: DictConfig) -> int:
         ConfigError: for an env with pixel, vector or continuous observations.
     """
     if cfg.env.family == "gym":
-        env = make_single_env(cfg)
-        space = env.observation_space
-        env.close()
+        space, _, _ = probe_env(cfg)
         if isinstance(space, spaces.Discrete):
             return int(space.n)
         what = f"observation space {space}"
@@ -487,9 +490,7 @@ def tabular_model(cfg: DictConfig) -> lecture.TabularModel:
         ConfigError: the env has no discrete states or no exact model.
     """
     num_states = discrete_states(cfg)
-    env = make_single_env(cfg)
-    unwrapped = env.unwrapped
-    env.close()
+    _, _, unwrapped = probe_env(cfg)
     if hasattr(unwrapped, "model"):
         return unwrapped.model()
     if not hasattr(unwrapped, "P"):
