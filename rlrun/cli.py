@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlrun import algos
 from rlrun.config import ConfigError, fail, validate_run
 from rlrun.envs import validate_env
+from rlrun.learned_reward import validate_reward
 from rlrun.run import CheckpointError, Run, RunDirError, latest_checkpoint, seed_everything
 
 EXIT_BAD_CONFIG = 2  # exit status for invalid configs and unusable run directories
@@ -35,6 +36,7 @@ def validate(cfg: DictConfig):
     """Validate the whole composed config; returns the algorithm module. Raises ConfigError."""
     validate_run(cfg)
     validate_env(cfg)
+    validate_reward(cfg)
     algo = algos.get(cfg.algo.name)
     algo.validate(cfg)
     return algo

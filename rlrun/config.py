@@ -61,17 +61,18 @@ def check_int(cfg: DictConfig, key: str, low: int | None = None, high: int | Non
 
 
 def check_number(cfg: DictConfig, key: str, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, optional: bool = False) -> float | None:
-    """Check that ``cfg[key]`` is a real number in [low, high] (or (low, high] if ``low_open``)."""
+                 low_open: bool = False, optional: bool = False, high_open: bool = False) -> float | None:
+    """Check that ``cfg[key]`` is a real number in [low, high] (the ends excluded with ``low_open`` and
+    ``high_open``)."""
     value = get(cfg, key)
     if value is None and optional:
         return None
-    bounds = _bounds_text(low, high, ">" if low_open else ">=", "<=")
+    bounds = _bounds_text(low, high, ">" if low_open else ">=", "<" if high_open else "<=")
     bad = not _is_number(value)
     if not bad and low is not None:
         bad = value <= low if low_open else value < low
     if not bad and high is not None:
-        bad = value > high
+        bad = value >= high if high_open else value > high
     if bad:
         fail(key, value, f"a number{bounds}" + (" or null" if optional else ""))
     return float(value)
@@ -93,12 +94,12 @@ def check_choice(cfg: DictConfig, key: str, choices: list[str]) -> str:
     return value
 
 
-def check_int_list(cfg: DictConfig, key: str, low: int = 1) -> list[int]:
-    """Check that ``cfg[key]`` is a non-empty list of integers >= low."""
+def check_int_list(cfg: DictConfig, key: str, low: int = 1, allow_empty: bool = False) -> list[int]:
+    """Check that ``cfg[key]`` is a list of integers >= low, non-empty unless ``allow_empty``."""
     value = get(cfg, key)
     items = list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else None
-    if not items or not all(_is_int(v) and v >= low for v in items):
-        fail(key, value, f"a non-empty list of integers >= {low}, e.g. [120, 84]")
+    if items is None or (not items and not allow_empty) or not all(_is_int(v) and v >= low for v in items):
+        fail(key, value, f"a {'' if allow_empty else 'non-empty '}list of integers >= {low}, e.g. [120, 84]")
     return [int(v) for v in items]
 
 

@@ -81,7 +81,7 @@ def make_eval_env(cfg: DictConfig, video_dir: str | Path | None = None, episodes
     """One env of the run: ``make_vec_env(cfg, 1)``, or with ``video_dir`` a rendering env
     with the same observations that writes its first ``episodes`` episodes as MP4 files there."""
     if video_dir is None:
-        return make_vec_env(cfg, 1)
+        return make_vec_env(cfg, 1, learned_reward=False)  # evaluation reports true returns only
     return make_render_env(cfg, wrapper=lambda env: RecordEpisodeVideos(env, video_dir, episodes))
 
 

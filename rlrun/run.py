@@ -173,16 +173,27 @@ class Run:
             self.writer.add_scalar(tag, value, global_step)
         self.writer.add_scalar("charts/SPS", self.sps(global_step), global_step)
 
-    def log_episodes(self, global_step: int, episodes: list[tuple[float, int]]) -> None:
-        """Write charts/episodic_return (raw score) and charts/episodic_length (agent steps)."""
+    def log_episodes(self, global_step: int, episodes: list[tuple[float, int]],
+                     learned_returns: list[float] = ()) -> None:
+        """Write charts/episodic_return (raw score) and charts/episodic_length (agent steps), and
+        charts/learned_episodic_return for each of ``learned_returns`` (runs on a learned reward)."""
         for ret, length in episodes:
             self.writer.add_scalar("charts/episodic_return", ret, global_step)
             self.writer.add_scalar("charts/episodic_length", length, global_step)
             self.returns.append(ret)
+        for ret in learned_returns:
+            self.writer.add_scalar("charts/learned_episodic_return", ret, global_step)
 
     def mean_return(self) -> float:
         """Mean raw return of the last ``logging.metric_episodes`` episodes (nan if none ended)."""
         return float(np.mean(self.returns)) if self.returns else float("nan")
+
+    def set_total(self, total: int) -> None:
+        """Set the run's length in its own unit of ``global_step``, for algorithms whose steps are not
+        agent steps (e.g. gradient steps of reward-model training); the progress display follows."""
+        self.total = self._progress.total = int(total)
+        if self._progress._bar is not None:
+            self._progress._bar.total = self.total
 
     def progress(self, global_step: int) -> None:
         """Update the progress bar or print a plain progress line when one is due."""

@@ -26,7 +26,7 @@ def expected_refusal(env: str, algo: str) -> str | None:
         return "algo='dqn' is not allowed: expected an algorithm for continuous"
     if algo in TABULAR_ALGOS and env not in INDEX_STATE_ENVS:
         return f"env='{env}' is not allowed: expected an env with discrete states"
-    if algo in ("dqn", "ppo") and env in INDEX_STATE_ENVS:
+    if algo in ("dqn", "ppo", "pbrl", "reward_model") and env in INDEX_STATE_ENVS:
         return f"env='{env}' is not allowed: expected an env with vector or pixel observations"
     if algo == "td" and env in PIXEL_ENVS:
         return f"env='{env}' is not allowed: expected a gymnasium env with vector or discrete observations"

@@ -176,7 +176,7 @@ def train(cfg: DictConfig, run: Run) -> float:
         # step the envs; log finished episodes (raw score over all lives)
         step = envs.step(actions)
         global_step += num_envs  # agent steps done: the x-axis of every scalar
-        run.log_episodes(global_step, step.episodes)
+        run.log_episodes(global_step, step.episodes, step.learned_returns)
         rewards = np.sign(step.reward) if clip_rewards else step.reward
         rb.add(obs, actions, rewards, step.terminated, step.episode_end, step.final_obs)
         obs = step.obs

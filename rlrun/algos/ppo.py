@@ -274,8 +274,17 @@ def make_policy(cfg: DictConfig, state: dict, envs: VecEnv, device: torch.device
     return act
 
 
-def train(cfg: DictConfig, run: Run) -> float:
-    """Train PPO on ``cfg.env``; returns the mean raw return of the last episodes."""
+def train(cfg: DictConfig, run: Run, feedback=None) -> float:
+    """Train PPO on ``cfg.env``; returns the mean raw return of the last episodes.
+
+    Args:
+        feedback: None (the env's rewards), or an object that replaces each rollout's rewards before the
+            advantages are computed (``algo=pbrl``'s preference learner): ``feedback.relabel(global_step,
+            obs, actions, rewards, episode_end)`` gets the rollout's raw (T, N, *obs_shape) observations,
+            (T, N, ...) actions as applied to the env, (T, N) float32 env rewards and (T, N) bool episode
+            ends, and returns (T, N) float32 rewards; ``feedback.state_dict()`` and
+            ``feedback.load_state_dict(state)`` go into and come from the checkpoints.
+    """
     args = SimpleNamespace(**OmegaConf.to_container(cfg.algo, resolve=True))
     device = resolve_device(cfg.device)
     envs = make_vec_env(cfg, args.num_envs)
@@ -300,12 +309,16 @@ def train(cfg: DictConfig, run: Run) -> float:
     logprobs, values, final_values = (torch.zeros((T, N), device=device) for _ in range(3))
     # the env's per-step signals stay in NumPy until the rollout ends (one copy to the device per rollout)
     rewards_np, terminated_np, episode_end_np = (np.zeros((T, N), dtype=np.float32) for _ in range(3))
+    if feedback is not None:  # what the feedback sees: raw observations and the actions the envs got
+        raw_obs_np = np.zeros((T, N, *obs_shape), dtype=envs.single_observation_space.dtype)
+        env_actions_np = np.zeros((T, N, *space.shape), dtype=np.float32 if agent.continuous else np.int64)
 
     def checkpoint_state() -> dict:
         return {"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
                 "minibatch_rng": rng.bit_generator.state, "obs": torch.from_numpy(raw_obs),
                 "obs_norm": obs_norm.rms.state_dict() if args.normalize_obs else None,
-                "reward_norm": reward_norm.state_dict(), "envs": envs.get_state()}
+                "reward_norm": reward_norm.state_dict(), "envs": envs.get_state(),
+                "feedback": None if feedback is None else feedback.state_dict()}
 
     raw_obs = envs.reset(seed=cfg.seed)
     obs = obs_norm(raw_obs, update=True)
@@ -319,6 +332,8 @@ def train(cfg: DictConfig, run: Run) -> float:
         if ckpt["obs_norm"] is not None:
             obs_norm.rms.load_state_dict(ckpt["obs_norm"])
         reward_norm.load_state_dict(ckpt["reward_norm"])
+        if feedback is not None:
+            feedback.load_state_dict(ckpt["feedback"])
         restored = restore_episodes(envs, ckpt, cfg.env.id)
         if restored is not None:
             raw_obs = restored
@@ -340,10 +355,11 @@ def train(cfg: DictConfig, run: Run) -> float:
             env_action = actions[step].cpu().numpy()
             if agent.continuous:  # applied clipped, stored unclipped (Huang et al. 2022, continuous detail 4)
                 env_action = np.clip(env_action, space.low, space.high)
+            if feedback is not None:
+                raw_obs_np[step], env_actions_np[step] = raw_obs, env_action
             result = envs.step(env_action)
-            run.log_episodes(global_step, result.episodes)
-            reward = np.sign(result.reward) if clip_rewards else result.reward
-            rewards_np[step] = reward_norm(reward, result.episode_end)
+            run.log_episodes(global_step, result.episodes, result.learned_returns)
+            rewards_np[step] = np.sign(result.reward) if clip_rewards else result.reward
             terminated_np[step], episode_end_np[step] = result.terminated, result.episode_end
             truncated = np.flatnonzero(result.truncated & result.episode_end)
             if len(truncated):  # bootstrap a time-limit end from the value of its final observation
@@ -352,6 +368,12 @@ def train(cfg: DictConfig, run: Run) -> float:
                     final_values[step, torch.as_tensor(truncated, device=device)] = agent.value(final)
             raw_obs = result.obs
             obs = obs_norm(raw_obs, update=True)
+
+        # REWARDS: the env's or the feedback's, scaled by the running std of the return, step by step
+        if feedback is not None:
+            rewards_np[:] = feedback.relabel(global_step, raw_obs_np, env_actions_np, rewards_np, episode_end_np > 0)
+        for step in range(T):
+            rewards_np[step] = reward_norm(rewards_np[step], episode_end_np[step] > 0)
 
         # ALGO LOGIC: advantages and value targets
         rewards, terminated, episode_end = (torch.as_tensor(x, device=device)

@@ -22,7 +22,7 @@ import gymnasium as gym
 from gymnasium import spaces
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rlrun.config import ConfigError, check_bool, check_choice, check_int, check_number, fail, get
 from rlrun.envs import lecture
@@ -46,6 +46,8 @@ class StepResult:
             only where ``episode_end``; elsewhere it equals ``obs``.
         episodes: (return, length) of each episode that ended in this step: the raw
             game score over all lives and the length in agent steps.
+        learned_returns: with a learned reward (``reward=learned``), the learned return of each
+            episode in ``episodes``; empty otherwise.
     """
 
     obs: np.ndarray
@@ -55,6 +57,7 @@ class StepResult:
     episode_end: np.ndarray
     final_obs: np.ndarray
     episodes: list[tuple[float, int]] = field(default_factory=list)
+    learned_returns: list[float] = field(default_factory=list)
 
 
 def step_result(obs: np.ndarray, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
@@ -521,26 +524,48 @@ def restore_episodes(envs: VecEnv, checkpoint: dict, env_id: str) -> np.ndarray 
               f"{checkpoint['global_step']}", flush=True)
         return None
     envs.set_state(checkpoint["envs"])
-    return checkpoint["obs"].numpy().copy()
+    obs = checkpoint["obs"].numpy().copy()
+    if hasattr(envs, "set_obs"):  # a learned reward needs the observation each action is taken in
+        envs.set_obs(obs)
+    return obs
 
 
-def make_vec_env(cfg: DictConfig, num_envs: int) -> VecEnv:
+def make_vec_env(cfg: DictConfig, num_envs: int, learned_reward: bool = True) -> VecEnv:
     """Build ``num_envs`` copies of ``cfg.env`` with ``cfg.preprocessing``.
 
     Args:
-        cfg: the composed run config (uses ``env`` and ``preprocessing``).
+        cfg: the composed run config (uses ``env``, ``preprocessing`` and ``reward``).
         num_envs: number of sub-envs (>= 1).
+        learned_reward: with ``reward=learned``, wrap the envs so that their rewards come from the
+            reward model at ``reward.path`` (:class:`rlrun.learned_reward.LearnedRewardVecEnv`);
+            evaluation passes False (it reports true returns only).
 
     Returns:
         A VecEnv; call ``reset(seed)`` before stepping.
 
     Raises:
-        ConfigError: if the env family is unknown.
+        ConfigError: if the env family is unknown or the reward model does not load.
     """
     if cfg.env.family == "atari":
-        return AtariVecEnv(cfg.env, cfg.preprocessing, num_envs)
+        envs: VecEnv = AtariVecEnv(cfg.env, cfg.preprocessing, num_envs)
+    elif cfg.env.family == "gym":
+        envs = CartPoleNumpyVecEnv(cfg.env, num_envs) if cfg.env.vectorized else GymVecEnv.from_config(cfg.env, num_envs)
+    else:
+        raise ConfigError(f"env.family={cfg.env.family!r} is not allowed: expected atari or gym")
+    if learned_reward and OmegaConf.select(cfg, "reward.source", default="env") == "learned":
+        from rlrun.learned_reward import LearnedRewardVecEnv, load_reward_model
+
+        ensemble, _ = load_reward_model(cfg.reward.path)
+        envs = LearnedRewardVecEnv(envs, ensemble)
+    return envs
+
+
+def env_spaces(cfg: DictConfig) -> tuple[gym.Space, gym.Space]:
+    """(single observation space, single action space) of ``cfg.env`` after preprocessing, read from
+    one env that is closed again."""
     if cfg.env.family == "gym":
-        if cfg.env.vectorized:
-            return CartPoleNumpyVecEnv(cfg.env, num_envs)
-        return GymVecEnv.from_config(cfg.env, num_envs)
-    raise ConfigError(f"env.family={cfg.env.family!r} is not allowed: expected atari or gym")
+        return probe_env(cfg)[:2]
+    envs = make_vec_env(cfg, 1, learned_reward=False)
+    spaces_ = envs.single_observation_space, envs.single_action_space
+    envs.close()
+    return spaces_

@@ -5,9 +5,11 @@
   (same lecture).
 * :class:`NoisyRandomWalk`: the noisy random walk of the "Scaling up RL" lecture, on which V^pi is
   learned by TD(1) and TD(0) and REINFORCE is run.
+* :class:`LinearFeatures`: random features with a known linear reward, which a reward model learned
+  from preferences should recover (RLHF lecture).
 
-They are registered as ``rlrun/RecyclingChain-v0``, ``rlrun/ExplorationTrap-v0`` and
-``rlrun/NoisyRandomWalk-v0`` when ``rlrun.envs`` is imported, so ``env=recycling`` (or any
+They are registered as ``rlrun/RecyclingChain-v0``, ``rlrun/ExplorationTrap-v0``,
+``rlrun/NoisyRandomWalk-v0`` and ``rlrun/LinearFeatures-v0`` when ``rlrun.envs`` is imported, so ``env=recycling`` (or any
 gymnasium code) builds them with ``gymnasium.make(id, **kwargs)``.
 
 The two discrete MDPs also describe themselves exactly (:meth:`RecyclingChain.model`), which
@@ -260,10 +262,53 @@ class NoisyRandomWalk(gym.Env):
         return returns.mean(axis=1)
 
 
+class LinearFeatures(gym.Env):
+    """A known linear reward, for checking that a reward model recovers it from preferences (the RLHF
+    lecture, seeds/001: a latent reward behind noisy pairwise comparisons).
+
+    Each step observes a fresh feature vector x ~ N(0, I_d) (float32, independent of the past), the agent
+    picks one of ``len(action_rewards)`` actions a, and the reward is ``weights . x + action_rewards[a]``:
+    linear in (x, one-hot(a)). Episodes end (terminated) after ``horizon`` steps.
+
+    Args:
+        weights: the d reward weights of the features.
+        action_rewards: the reward of each action (its length is the number of actions).
+        horizon: steps per episode (>= 1).
+        render_mode: accepted for gymnasium's ``make``; this env does not render.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, weights: Sequence[float] = (1.0, -2.0, 0.5, 0.0), action_rewards: Sequence[float] = (0.0, 1.0),
+                 horizon: int = 50, render_mode: str | None = None):
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.action_rewards = np.asarray(action_rewards, dtype=np.float64)
+        if self.weights.ndim != 1 or len(self.weights) < 1 or len(self.action_rewards) < 1 or int(horizon) < 1:
+            raise ValueError("expected at least one weight, at least one action and horizon >= 1")
+        self.horizon = int(horizon)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (len(self.weights),), np.float32)
+        self.action_space = spaces.Discrete(len(self.action_rewards))
+        self.t = 0
+        self.x = np.zeros(len(self.weights), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self.t = 0
+        self.x = self.np_random.standard_normal(len(self.weights)).astype(np.float32)
+        return self.x.copy(), {}
+
+    def step(self, action: int):
+        reward = float(self.weights @ self.x + self.action_rewards[int(action)])
+        self.t += 1
+        self.x = self.np_random.standard_normal(len(self.weights)).astype(np.float32)
+        return self.x.copy(), reward, self.t >= self.horizon, False, {}
+
+
 ENV_IDS = {  # gymnasium id -> class, registered by rlrun.envs
     "rlrun/RecyclingChain-v0": RecyclingChain,
     "rlrun/ExplorationTrap-v0": ExplorationTrap,
     "rlrun/NoisyRandomWalk-v0": NoisyRandomWalk,
+    "rlrun/LinearFeatures-v0": LinearFeatures,
 }
 
 

@@ -1,0 +1,436 @@
+"""Learned rewards r(s, a): an ensemble of reward networks fit to preferences, its checkpoint, and the
+VecEnv wrapper that makes any run optimize it (``reward=learned reward.path=<reward_model.pt>``).
+
+Christiano et al. 2017 ("Deep reinforcement learning from human preferences", NeurIPS), section 2.2:
+r is an ensemble of networks, each trained on a bootstrap sample of the labelled pairs by the
+Bradley-Terry cross-entropy of segment sums; the reward given to the agent is the ensemble mean,
+normalized to zero mean and unit standard deviation. Used by ``algo=reward_model`` (from a fixed set of
+labelled segments) and ``algo=pbrl`` (labels arriving while the agent learns).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from rlrun.config import ConfigError
+from rlrun.envs import StepResult, VecEnv
+from rlrun.nets import MLP, NATURE_FEATURES, NatureTrunk
+from rlrun.preferences import preference_loss
+
+REWARD_MODEL_FORMAT = 1  # bumped when the reward-model checkpoint layout changes incompatibly
+STD_EPSILON = 1e-8       # added to standard deviations before dividing
+
+
+def action_features_size(action_space: gym.Space) -> int:
+    """Width of the action input: n for Discrete(n) (one-hot), A for a 1-D Box.
+
+    Raises:
+        ValueError: for other action spaces.
+    """
+    if isinstance(action_space, spaces.Discrete):
+        return int(action_space.n)
+    if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
+        return int(action_space.shape[0])
+    raise ValueError(f"action space {action_space} is not supported: expected Discrete or a 1-D Box")
+
+
+class RewardNet(nn.Module):
+    """One member: r(s, a) -> a scalar.
+
+    Vectors (D,): an MLP on the concatenation of the normalized observation and the action features.
+    Pixels (C, H, W) uint8: the Nature CNN trunk (Mnih et al. 2015), then an MLP on its 512 features and
+    the action features.
+
+    Args:
+        obs_shape: one observation's shape.
+        action_size: width of the action features (see :func:`action_features_size`).
+        hidden_sizes: MLP hidden layers ([] = linear).
+        activation: relu or tanh.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], action_size: int, hidden_sizes: list[int], activation: str):
+        super().__init__()
+        pixels = len(obs_shape) == 3
+        self.trunk: nn.Module = NatureTrunk(obs_shape[0], obs_shape[-1]) if pixels else nn.Identity()
+        features = NATURE_FEATURES if pixels else int(obs_shape[0])
+        self.head = MLP(features + action_size, 1, hidden_sizes, activation)
+
+    def forward(self, obs: torch.Tensor, action_features: torch.Tensor) -> torch.Tensor:
+        """(B, *obs_shape) observations and (B, action_size) float32 features -> (B,) rewards."""
+        return self.head(torch.cat([self.trunk(obs), action_features], dim=1)).squeeze(-1)
+
+
+class RewardEnsemble(nn.Module):
+    """K reward networks with their input and output normalization, the object a reward checkpoint holds.
+
+    ``reward(obs, actions)`` is the ensemble mean of the members' rewards, shifted and scaled by the
+    buffers ``reward_mean`` and ``reward_std`` (set by :meth:`fit_normalization`). Vector observations
+    are standardized with the buffers ``obs_mean`` and ``obs_std`` first.
+
+    Args:
+        obs_shape: one observation's shape, (D,) float or (C, H, W) uint8.
+        action_space: Discrete(n) or a 1-D Box.
+        hidden_sizes, activation: each member's MLP.
+        ensemble_size: K >= 1.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], action_space: gym.Space, hidden_sizes: list[int],
+                 activation: str, ensemble_size: int):
+        super().__init__()
+        self.obs_shape, self.action_space = tuple(int(d) for d in obs_shape), action_space
+        self.pixels = len(self.obs_shape) == 3
+        self.discrete = isinstance(action_space, spaces.Discrete)
+        self.action_size = action_features_size(action_space)
+        self.hidden_sizes, self.activation = list(hidden_sizes), activation
+        self.members = nn.ModuleList(RewardNet(self.obs_shape, self.action_size, self.hidden_sizes, activation)
+                                     for _ in range(ensemble_size))
+        flat = (1,) if self.pixels else self.obs_shape
+        self.register_buffer("obs_mean", torch.zeros(flat))
+        self.register_buffer("obs_std", torch.ones(flat))
+        self.register_buffer("reward_mean", torch.zeros(()))
+        self.register_buffer("reward_std", torch.ones(()))
+
+    def inputs(self, obs: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network inputs of (B, *obs_shape) observations and (B,) int or (B, A) float actions."""
+        device = self.obs_mean.device
+        obs = torch.as_tensor(obs, device=device)
+        if not self.pixels:
+            obs = (obs.float() - self.obs_mean) / self.obs_std
+        actions = torch.as_tensor(actions, device=device)
+        if self.discrete:
+            features = nn.functional.one_hot(actions.long().reshape(-1), self.action_size).float()
+        else:
+            features = actions.float().reshape(-1, self.action_size)
+        return obs, features
+
+    def member_rewards(self, obs, actions) -> torch.Tensor:
+        """(K, B) unnormalized rewards of every member."""
+        x, a = self.inputs(obs, actions)
+        return torch.stack([member(x, a) for member in self.members])
+
+    def reward(self, obs, actions) -> torch.Tensor:
+        """(B,) float32 normalized ensemble-mean rewards, without gradient."""
+        with torch.no_grad():
+            return (self.member_rewards(obs, actions).mean(0) - self.reward_mean) / self.reward_std
+
+    def segment_returns(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """(K, M) unnormalized returns of M segments: (M, L, *obs_shape) observations, (M, L, ...) actions."""
+        m, length = obs.shape[:2]
+        flat_actions = actions.reshape(m * length, *actions.shape[2:])
+        return self.member_rewards(obs.reshape(m * length, *obs.shape[2:]), flat_actions).reshape(-1, m, length).sum(-1)
+
+    def fit_normalization(self, obs: np.ndarray, actions: np.ndarray, batch: int = 4096) -> None:
+        """Set the output statistics from the ensemble-mean rewards of (B, *obs_shape) observations and
+        their actions, so that they have mean 0 and standard deviation 1 (Christiano et al. 2017, 2.2)."""
+        with torch.no_grad():
+            rewards = torch.cat([self.member_rewards(obs[i:i + batch], actions[i:i + batch]).mean(0)
+                                 for i in range(0, len(obs), batch)])
+        self.reward_mean.fill_(rewards.mean())
+        self.reward_std.fill_(rewards.std() + STD_EPSILON if len(rewards) > 1 else 1.0)
+
+    def fit_obs_normalization(self, obs: np.ndarray) -> None:
+        """Standardize vector inputs with the mean and standard deviation of (B, D) observations."""
+        if not self.pixels:
+            obs = torch.as_tensor(obs, dtype=torch.float32, device=self.obs_mean.device)
+            self.obs_mean.copy_(obs.mean(0))
+            self.obs_std.copy_(obs.std(0) + STD_EPSILON if len(obs) > 1 else torch.ones_like(self.obs_std))
+
+    def spec(self) -> dict:
+        """Plain-value description of the architecture (stored in checkpoints)."""
+        action = {"n": self.action_size} if self.discrete else {"shape": [self.action_size]}
+        return {"obs_shape": list(self.obs_shape), "action": action, "hidden_sizes": self.hidden_sizes,
+                "activation": self.activation, "ensemble_size": len(self.members)}
+
+
+def ensemble_from_spec(spec: dict) -> RewardEnsemble:
+    """Rebuild an (untrained) ensemble from :meth:`RewardEnsemble.spec`'s output."""
+    action = spec["action"]
+    space = (spaces.Discrete(int(action["n"])) if "n" in action
+             else spaces.Box(-np.inf, np.inf, (int(action["shape"][0]),), np.float32))
+    return RewardEnsemble(tuple(spec["obs_shape"]), space, list(spec["hidden_sizes"]), spec["activation"],
+                          int(spec["ensemble_size"]))
+
+
+def save_reward_model(ensemble: RewardEnsemble, path: str | Path, env_id: str, extra: dict | None = None) -> Path:
+    """Write a reward-model checkpoint (weights and normalization statistics) atomically.
+
+    Layout: {"format", "kind": "reward_model", "env_id", "spec", "state_dict", **extra}; it loads with
+    ``torch.load(weights_only=True)``.
+    """
+    path = Path(path)
+    payload = {"format": REWARD_MODEL_FORMAT, "kind": "reward_model", "env_id": env_id, "spec": ensemble.spec(),
+               "state_dict": {k: v.detach().cpu() for k, v in ensemble.state_dict().items()}, **(extra or {})}
+    tmp = path.with_name(f".tmp_{path.name}")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_reward_model(path: str | Path, key: str = "reward.path") -> tuple[RewardEnsemble, dict]:
+    """Load a reward-model checkpoint written by :func:`save_reward_model`.
+
+    Returns:
+        (the ensemble in eval mode on the CPU, the payload).
+
+    Raises:
+        ConfigError: naming ``key`` if the file is missing, unreadable or not a reward model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{key}={str(path)!r} is not a file: expected a reward_model.pt written by "
+                          "rlrun algo=reward_model or algo=pbrl")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or foreign files raise many kinds of errors
+        raise ConfigError(f"{key}={str(path)!r} cannot be read as a reward model: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+    if not isinstance(payload, dict) or payload.get("kind") != "reward_model":
+        raise ConfigError(f"{key}={str(path)!r} is not a reward-model checkpoint (a training checkpoint?): "
+                          "expected the reward_model.pt in a reward_model or pbrl run directory")
+    if payload.get("format") != REWARD_MODEL_FORMAT:
+        raise ConfigError(f"{key}={str(path)!r} has reward-model format {payload.get('format')!r}: "
+                          f"this rlrun reads format {REWARD_MODEL_FORMAT}")
+    try:
+        ensemble = ensemble_from_spec(payload["spec"])
+        ensemble.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"{key}={str(path)!r} is a damaged reward model: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:200]}") from None
+    return ensemble.eval(), payload
+
+
+def check_spaces(ensemble: RewardEnsemble, obs_space: gym.Space, action_space: gym.Space, env_id: str,
+                 key: str = "reward.path") -> None:
+    """Refuse a reward model whose observation or action shape differs from the env's.
+
+    Raises:
+        ConfigError: naming ``key``, the env and both shapes.
+    """
+    spec = ensemble.spec()
+    obs_shape = tuple(getattr(obs_space, "shape", None) or ())
+    if tuple(spec["obs_shape"]) != obs_shape:
+        raise ConfigError(f"{key}: the reward model takes observations of shape {tuple(spec['obs_shape'])} but "
+                          f"{env_id} has {obs_space}: expected a reward model trained on an env with matching spaces")
+    try:
+        size = action_features_size(action_space)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {env_id}: {exc}") from None
+    kind = "discrete" if isinstance(action_space, spaces.Discrete) else "continuous"
+    if ("n" in spec["action"]) != (kind == "discrete") or size != ensemble.action_size:
+        raise ConfigError(f"{key}: the reward model takes actions {spec['action']} but {env_id} has {action_space}: "
+                          "expected a reward model trained on an env with matching spaces")
+
+
+class PreferenceFitter:
+    """Fits a :class:`RewardEnsemble` to labelled pairs of segments (Christiano et al. 2017, 2.2.3).
+
+    Holds the labelled data: segment arrays (M, L, ...) and (P, 2) pairs of their rows with (P,) labels.
+    Each member gets its own bootstrap sample of the pairs (drawn anew at every :meth:`fit`) and its own
+    minibatches; one AdamW step updates all members on the sum of their losses.
+
+    Args:
+        ensemble: the model to fit (its device is used).
+        learning_rate, weight_decay: AdamW settings.
+        batch_size: pairs per member per gradient step.
+        random_answer_prob, margin, center_coef: see :func:`rlrun.preferences.preference_loss`.
+        bootstrap: resample pairs per member (else every member sees every pair).
+        seed: seed of the minibatch and bootstrap generator.
+    """
+
+    def __init__(self, ensemble: RewardEnsemble, learning_rate: float, weight_decay: float, batch_size: int,
+                 random_answer_prob: float, margin: float, center_coef: float, bootstrap: bool, seed: int):
+        self.ensemble = ensemble
+        self.optimizer = torch.optim.AdamW(ensemble.parameters(), lr=learning_rate, weight_decay=weight_decay)
+        self.batch_size, self.bootstrap = batch_size, bootstrap
+        self.loss_args = {"random_answer_prob": random_answer_prob, "margin": margin, "center_coef": center_coef}
+        self.rng = np.random.default_rng(seed)
+        self.obs: np.ndarray | None = None
+        self.actions: np.ndarray | None = None
+        self.pairs = np.zeros((0, 2), np.int64)
+        self.labels = np.zeros(0, np.float32)
+        self.samples: list[np.ndarray] = []
+
+    def add(self, obs: np.ndarray, actions: np.ndarray, pairs: np.ndarray, labels: np.ndarray) -> None:
+        """Append segments ((S, L, *obs_shape), (S, L, ...)) and (P, 2) labelled pairs of rows of the stored
+        segments, the new ones included (they follow the old ones)."""
+        self.obs = obs.copy() if self.obs is None else np.concatenate([self.obs, obs])
+        self.actions = actions.copy() if self.actions is None else np.concatenate([self.actions, actions])
+        self.pairs = np.concatenate([self.pairs, np.asarray(pairs, np.int64)])
+        self.labels = np.concatenate([self.labels, np.asarray(labels, np.float32)])
+
+    def resample(self) -> None:
+        """Draw each member's training sample of the pairs (a bootstrap sample, or all of them)."""
+        n = len(self.pairs)
+        self.samples = [self.rng.integers(0, n, n) if self.bootstrap else np.arange(n)
+                        for _ in range(len(self.ensemble.members))]
+
+    def fit(self, epochs: int) -> float:
+        """Train ``epochs`` passes over the members' samples (drawn by :meth:`resample` after pairs were
+        added), then refit the normalization; returns the last epoch's mean loss per member and pair."""
+        ensemble = self.ensemble
+        ensemble.fit_obs_normalization(self.obs.reshape(-1, *self.obs.shape[2:]))
+        if sum(map(len, self.samples)) != len(self.pairs) * len(ensemble.members):
+            self.resample()
+        samples, n, k = self.samples, len(self.pairs), len(ensemble.members)
+        device = ensemble.obs_mean.device
+        labels = torch.as_tensor(self.labels, device=device)
+        ensemble.train()
+        loss_sum, count = 0.0, 0
+        for _ in range(epochs):
+            orders = [self.rng.permutation(sample) for sample in samples]
+            loss_sum, count = 0.0, 0
+            for start in range(0, n, self.batch_size):
+                loss = 0.0
+                for member, order in zip(ensemble.members, orders):
+                    batch = order[start:start + self.batch_size]
+                    a, b = self.pairs[batch, 0], self.pairs[batch, 1]
+                    returns = self.member_returns(member, np.concatenate([a, b]))
+                    loss = loss + preference_loss(returns[:len(batch)], returns[len(batch):], labels[batch],
+                                                  **self.loss_args)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                loss_sum, count = loss_sum + loss.item() / k, count + 1
+        ensemble.eval()
+        ensemble.fit_normalization(self.obs.reshape(-1, *self.obs.shape[2:]),
+                                   self.actions.reshape(-1, *self.actions.shape[2:]))
+        return loss_sum / max(count, 1)
+
+    def member_returns(self, member: RewardNet, rows: np.ndarray) -> torch.Tensor:
+        """(len(rows),) returns of stored segments under one member, with gradient."""
+        obs, actions = self.obs[rows], self.actions[rows]
+        m, length = obs.shape[:2]
+        x, a = self.ensemble.inputs(obs.reshape(m * length, *obs.shape[2:]),
+                                    actions.reshape(m * length, *actions.shape[2:]))
+        return member(x, a).reshape(m, length).sum(-1)
+
+    def state_dict(self) -> dict:
+        """Model, optimizer, generator and labelled data, for a checkpoint (tensors and plain values)."""
+        return {"ensemble": self.ensemble.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rng": self.rng.bit_generator.state,
+                "obs": None if self.obs is None else torch.from_numpy(self.obs),
+                "actions": None if self.actions is None else torch.from_numpy(self.actions),
+                "pairs": torch.from_numpy(self.pairs), "labels": torch.from_numpy(self.labels),
+                "samples": [torch.from_numpy(sample) for sample in self.samples]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        self.ensemble.load_state_dict(state["ensemble"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.bit_generator.state = state["rng"]
+        self.obs = None if state["obs"] is None else state["obs"].numpy().copy()
+        self.actions = None if state["actions"] is None else state["actions"].numpy().copy()
+        self.pairs, self.labels = state["pairs"].numpy().copy(), state["labels"].numpy().copy()
+        self.samples = [sample.numpy().copy() for sample in state["samples"]]
+
+
+def evaluate_pairs(ensemble: RewardEnsemble, obs: np.ndarray, actions: np.ndarray, pairs: np.ndarray,
+                   labels: np.ndarray, random_answer_prob: float) -> dict[str, float]:
+    """Held-out statistics of labelled pairs under the ensemble mean.
+
+    Args:
+        obs, actions: (M, L, ...) segments; pairs: (P, 2) rows of them; labels: (P,) in {0, 0.5, 1}.
+
+    Returns:
+        accuracy (share of strict pairs whose preferred segment has the higher predicted return; nan if
+        none), loss (Bradley-Terry cross-entropy with ``random_answer_prob``) and margin (mean predicted
+        return of the preferred segment minus the other's, strict pairs).
+    """
+    with torch.no_grad():
+        returns = ensemble.segment_returns(*map(torch.as_tensor, (obs, actions))).mean(0).double()
+    a, b = returns[pairs[:, 0]], returns[pairs[:, 1]]
+    labels_t = torch.as_tensor(labels, dtype=torch.float64)
+    loss = preference_loss(a, b, labels_t, random_answer_prob=random_answer_prob).item()
+    strict = labels != 0.5
+    if not strict.any():
+        return {"accuracy": float("nan"), "loss": loss, "margin": float("nan")}
+    sign = torch.as_tensor(np.where(labels[strict] == 1.0, 1.0, -1.0))
+    diff = (a - b)[torch.as_tensor(strict)] * sign
+    return {"accuracy": float((diff > 0).double().mean()), "loss": loss, "margin": float(diff.mean())}
+
+
+class LearnedRewardVecEnv(VecEnv):
+    """A VecEnv whose rewards come from a reward model: ``reward=learned reward.path=<reward_model.pt>``.
+
+    ``step`` returns the normalized learned reward r(s_t, a_t) of the observation the action was taken in
+    and the action sent to the env; episode statistics (``episodes``, what charts/episodic_return logs)
+    stay the env's true returns, and ``learned_returns`` holds each finished episode's learned return.
+    """
+
+    def __init__(self, envs: VecEnv, ensemble: RewardEnsemble):
+        self.envs, self.ensemble = envs, ensemble
+        self.num_envs = envs.num_envs
+        self.single_observation_space, self.single_action_space = envs.single_observation_space, envs.single_action_space
+        self.frame_stack = envs.frame_stack
+        self._obs: np.ndarray | None = None
+        self._learned = np.zeros(self.num_envs, np.float64)
+
+    def reset(self, seed: int) -> np.ndarray:
+        self._obs = self.envs.reset(seed)
+        self._learned[:] = 0.0
+        return self._obs
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        result = self.envs.step(actions)
+        learned = self.ensemble.reward(self._obs, actions).cpu().numpy().astype(np.float32)
+        self._learned += learned
+        result.learned_returns = [float(self._learned[i]) for i in np.flatnonzero(result.episode_end)]
+        self._learned[result.episode_end] = 0.0
+        result.reward = learned
+        self._obs = result.obs
+        return result
+
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        return self.envs.episode_lengths
+
+    def close(self) -> None:
+        self.envs.close()
+
+    def get_state(self) -> dict | None:
+        state = self.envs.get_state()
+        return None if state is None else {**state, "learned": torch.from_numpy(self._learned.copy())}
+
+    def set_state(self, state: dict) -> None:
+        self.envs.set_state(state)
+        self._learned = state["learned"].numpy().copy()
+
+    def set_obs(self, obs: np.ndarray) -> None:
+        """Tell the wrapper the observations the envs are in (after a resume restored them)."""
+        self._obs = obs
+
+
+LEARNED_REWARD_ALGOS = ("ppo", "dqn")  # algorithms that can train on reward=learned
+
+
+def validate_reward(cfg) -> None:
+    """Check the ``reward`` keys: with ``reward=learned`` the algorithm must train on env rewards and
+    ``reward.path`` must be a reward model whose spaces match the env's.
+
+    Raises:
+        ConfigError: naming the key and what is allowed.
+    """
+    from omegaconf import OmegaConf
+
+    from rlrun.config import check_choice, fail, get
+    from rlrun.envs import env_spaces
+
+    if OmegaConf.select(cfg, "reward", default=None) is None:
+        return  # a config from before learned rewards existed: the env's reward
+    if check_choice(cfg, "reward.source", ["env", "learned"]) == "env":
+        return
+    if cfg.algo.name not in LEARNED_REWARD_ALGOS:
+        fail("reward", "learned", f"reward=env for algo={cfg.algo.name}: a learned reward drives "
+             + " or ".join(f"algo={name}" for name in LEARNED_REWARD_ALGOS))
+    path = get(cfg, "reward.path")
+    if not isinstance(path, str) or not path:
+        fail("reward.path", path, "the path of a reward_model.pt")
+    ensemble, _ = load_reward_model(path)
+    check_spaces(ensemble, *env_spaces(cfg), cfg.env.id)
