@@ -215,14 +215,15 @@ def cut_segments(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, epis
         length: steps per clip L.
 
     Returns:
-        (obs (L, *obs_shape), actions (L, ...), rewards (L,)) clips, env by env, non-overlapping.
+        (obs (L, *obs_shape), actions (L, ...), rewards (L,)) clips, env by env, non-overlapping: copies,
+        so the rollout's buffers may be reused.
     """
     clips = []
     for env in range(obs.shape[1]):
         start = 0
         for t in range(obs.shape[0]):
             if t + 1 - start == length:
-                clips.append((obs[start:t + 1, env], actions[start:t + 1, env], rewards[start:t + 1, env]))
+                clips.append(tuple(x[start:t + 1, env].copy() for x in (obs, actions, rewards)))
                 start = t + 1
             elif episode_end[t, env]:
                 start = t + 1  # a clip never spans two episodes

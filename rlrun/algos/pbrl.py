@@ -114,7 +114,9 @@ class PreferenceLearner:
             self.next_id += 1
         del self.pool[:-int(a.segment_pool)]
         scalars = {}
-        need = labels_due(global_step / self.run.total, int(a.num_labels), float(a.initial_label_fraction),
+        batch = rewards.size  # the schedule runs from the first rollout (0) to the last (1)
+        progress = (global_step - batch) / max(self.run.total - batch - self.run.total % batch, 1)
+        need = labels_due(min(progress, 1.0), int(a.num_labels), float(a.initial_label_fraction),
                           float(a.label_decay)) - self.labels_used
         if need > 0 and len(self.pool) >= 2:
             scalars.update(self.request_labels(need))

@@ -1,0 +1,279 @@
+"""Preferences: the Bradley-Terry loss, labelers, data files, algo=reward_model, reward=learned and algo=pbrl."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rlrun.cli import run_training, validate
+from rlrun.config import ConfigError
+from rlrun.learned_reward import load_reward_model
+from rlrun.preferences import (Segments, SyntheticLabeler, bradley_terry_probability, cut_segments, load_labels,
+                               load_segments, preference_loss, write_labels)
+from rlrun.run import read_scalars
+
+PENDULUM = ["env=gym", "env.id=Pendulum-v1"]  # classic control whose reward varies from step to step
+SMALL_PPO = ["algo.num_envs=1", "algo.num_steps=512", "algo.num_minibatches=4", "algo.update_epochs=2",
+             "logging.progress=none", "torch_threads=1"]
+
+
+def scalar_values(run_dir, tag):
+    return [v for _, v, _ in read_scalars(run_dir).get(tag, [])]
+
+
+# ---- the Bradley-Terry model and its loss ---------------------------------------------------------
+
+def test_bradley_terry_probability_by_hand():
+    assert bradley_terry_probability(20.0, 20.0).item() == 0.5
+    assert bradley_terry_probability(math.log(3), 0.0).item() == pytest.approx(0.75, abs=1e-12)
+    assert bradley_terry_probability(0.0, 0.0, random_answer_prob=0.1).item() == 0.5
+    assert bradley_terry_probability(50.0, 0.0, random_answer_prob=0.1).item() == pytest.approx(0.95, abs=1e-12)
+
+
+def test_preference_loss_against_hand_computed_values():
+    ra = torch.tensor([math.log(3), 0.0, 1.0], dtype=torch.float64)
+    rb = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    # a preferred at odds 3:1 -> -log 0.75; a tie of equal rewards -> -log 0.5; "b preferred" of equal ones -> -log 0.5
+    labels = torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64)
+    expected = (-math.log(0.75) - math.log(0.5) - math.log(0.5)) / 3
+    assert preference_loss(ra, rb, labels).item() == pytest.approx(expected, abs=1e-12)
+    # a tie of unequal rewards: -(0.5 log 0.75 + 0.5 log 0.25)
+    tie = preference_loss(ra[:1], rb[:1], torch.tensor([0.5], dtype=torch.float64)).item()
+    assert tie == pytest.approx(-(0.5 * math.log(0.75) + 0.5 * math.log(0.25)), abs=1e-12)
+    # random answers with eps = 0.1: P = 0.9 * 0.75 + 0.05 = 0.725
+    eps = preference_loss(ra[:1], rb[:1], torch.tensor([1.0], dtype=torch.float64), random_answer_prob=0.1).item()
+    assert eps == pytest.approx(-math.log(0.725), abs=1e-12)
+    # with eps a confidently wrong model's loss is bounded by -log(eps / 2); without it, it grows with the gap
+    wrong_a, wrong_b = torch.tensor([100.0], dtype=torch.float64), torch.tensor([0.0], dtype=torch.float64)
+    zero = torch.tensor([0.0], dtype=torch.float64)
+    assert preference_loss(wrong_a, wrong_b, zero, random_answer_prob=0.1).item() == pytest.approx(
+        -math.log(0.05), abs=1e-9)
+    assert preference_loss(wrong_a, wrong_b, zero).item() == pytest.approx(100.0, abs=1e-9)
+    # margin: a must beat b by 1, so a gap of ln 3 + 1 counts as ln 3; ties ignore the margin
+    assert preference_loss(ra[:1] + 1.0, rb[:1], torch.tensor([1.0], dtype=torch.float64), margin=1.0).item() == \
+        pytest.approx(-math.log(0.75), abs=1e-12)
+    assert preference_loss(ra[1:2], rb[1:2], torch.tensor([0.5], dtype=torch.float64), margin=1.0).item() == \
+        pytest.approx(-math.log(0.5), abs=1e-12)
+    # centering adds coef * mean((R_a + R_b)^2)
+    centred = preference_loss(ra[2:], rb[2:], labels[2:], center_coef=0.01).item()
+    assert centred == pytest.approx(-math.log(0.5) + 0.01 * 4.0, abs=1e-12)
+
+
+def test_preference_loss_gradient_is_that_of_logistic_regression():
+    ra = torch.tensor([0.3, -1.0], dtype=torch.float64, requires_grad=True)
+    rb = torch.tensor([0.0, 0.5], dtype=torch.float64)
+    labels = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    preference_loss(ra, rb, labels).backward()
+    expected = (torch.sigmoid(ra.detach() - rb) - labels) / 2  # d/dR_a of the mean cross-entropy
+    assert torch.allclose(ra.grad, expected, atol=1e-12)
+
+
+# ---- labelers ------------------------------------------------------------------------------------
+
+def test_deterministic_labeler_prefers_the_higher_return_and_ties_equal_ones():
+    labeler = SyntheticLabeler()
+    assert labeler(np.array([3.0, 1.0, 2.0]), np.array([1.0, 3.0, 2.0])).tolist() == [1.0, 0.0, 0.5]
+
+
+def test_bradley_terry_labeler_answers_with_the_model_probability():
+    labeler = SyntheticLabeler("bradley_terry", temperature=2.0, seed=0)
+    n = 20000
+    labels = labeler(np.full(n, 2 * math.log(3)), np.zeros(n))  # gap / temperature = ln 3 -> P = 0.75
+    assert labels.mean() == pytest.approx(0.75, abs=0.015)
+    assert set(np.unique(labels)) == {0.0, 1.0}
+    assert labeler(np.array([1.0]), np.array([1.0])).tolist() == [0.5]
+
+
+def test_random_answers_happen_at_the_configured_rate():
+    labeler = SyntheticLabeler(random_answer_prob=0.4, seed=1)
+    n = 20000
+    labels = labeler(np.ones(n), np.zeros(n))  # always "a" unless random: wrong with probability 0.4 / 2
+    assert (labels == 0).mean() == pytest.approx(0.2, abs=0.015)
+
+
+# ---- data files ----------------------------------------------------------------------------------
+
+def make_segments(m=6, length=3, rewards=True):
+    rng = np.random.default_rng(0)
+    return Segments(rng.standard_normal((m, length, 2)).astype(np.float32), rng.integers(0, 2, (m, length)),
+                    rng.standard_normal((m, length)).astype(np.float32) if rewards else None,
+                    np.arange(10, 10 + m, dtype=np.int64), "Toy-v0")
+
+
+def test_segments_and_labels_files_round_trip(tmp_path):
+    segments = make_segments()
+    segments.save(tmp_path / "s.npz")
+    loaded = load_segments(tmp_path / "s.npz")
+    assert loaded.env_id == "Toy-v0" and np.array_equal(loaded.obs, segments.obs)
+    assert np.array_equal(loaded.ids, segments.ids) and np.allclose(loaded.true_returns(), segments.true_returns())
+    pairs, labels = np.array([[0, 1], [2, 5]]), np.array([1.0, 0.5], np.float32)
+    write_labels(tmp_path / "l.jsonl", segments, pairs, labels, splits=["train", "holdout"])
+    first = json.loads((tmp_path / "l.jsonl").read_text().splitlines()[0])
+    assert first == {"a": 10, "b": 11, "label": 1.0, "split": "train"}
+    got_pairs, got_labels = load_labels(tmp_path / "l.jsonl", loaded)
+    assert got_pairs.tolist() == pairs.tolist() and got_labels.tolist() == labels.tolist()
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"a": 10, "b": 99, "label": 1}', "line 2: b=99 names no segment"),
+    ('{"a": 10, "b": 11, "label": 2}', "line 2: label=2 is not allowed: expected 0, 0.5 or 1"),
+    ('{"a": 10, "b": 11, "label": "yes"}', "line 2: label='yes' is not allowed"),
+    ('{"a": 10, "b": 10, "label": 1}', "line 2: a segment is compared with itself"),
+    ('{"a": 10, "label": 1}', "line 2 has no key 'b'"),
+    ('{"a": 10, "b": 11, "label": 1', "line 2 is not valid JSON"),
+])
+def test_a_bad_labels_file_names_the_offending_line(tmp_path, line, message):
+    path = tmp_path / "labels.jsonl"
+    path.write_text('{"a": 10, "b": 11, "label": 0}\n' + line + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_labels(path, make_segments())
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_a_bad_segments_file_is_refused(tmp_path):
+    np.savez(tmp_path / "missing.npz", obs=np.zeros((2, 3, 1)), ids=np.arange(2), env_id=np.array("X"))
+    with pytest.raises(ConfigError, match="has no array 'actions'"):
+        load_segments(tmp_path / "missing.npz")
+    np.savez(tmp_path / "shape.npz", obs=np.zeros((2, 3, 1)), actions=np.zeros((2, 4)), ids=np.arange(2),
+             env_id=np.array("X"))
+    with pytest.raises(ConfigError, match=r"actions has shape \(2, 4\): expected \(2, 3\)"):
+        load_segments(tmp_path / "shape.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_segments(tmp_path / "junk.npz")
+
+
+def test_segments_never_span_two_episodes():
+    T, N = 10, 2
+    obs = np.arange(T * N, dtype=np.float32).reshape(T, N, 1)
+    ends = np.zeros((T, N), bool)
+    ends[4, 0] = True  # env 0: an episode ends after step 4
+    clips = cut_segments(obs, np.zeros((T, N), np.int64), np.ones((T, N), np.float32), ends, 3)
+    starts = [(int(c[0][0, 0]) % N, int(c[0][0, 0]) // N) for c in clips]  # (env, first step)
+    assert starts == [(0, 0), (0, 5), (1, 0), (1, 3), (1, 6)]
+
+
+# ---- algo=reward_model ----------------------------------------------------------------------------
+
+def test_a_linear_reward_is_recovered_from_synthetic_comparisons(make_cfg, tmp_path):
+    cfg = make_cfg("+experiment=lecture/linear_reward_preferences", "logging.progress=none")
+    accuracy = run_training(cfg, tmp_path / "run")
+    assert accuracy > 0.95
+    assert scalar_values(tmp_path / "run", "charts/pearson")[-1] > 0.95
+    assert scalar_values(tmp_path / "run", "charts/spearman")[-1] > 0.95
+    # the recovered weights point the way of the true ones: (features / their std, action difference)
+    ensemble, payload = load_reward_model(tmp_path / "run" / "reward_model.pt")
+    w = ensemble.members[0].head.net[0].weight.detach().double()[0]
+    recovered = torch.cat([w[:4] / ensemble.obs_std.double(), (w[5] - w[4]).reshape(1)])
+    true = torch.tensor([1.0, -2.0, 0.5, 0.0, 1.0], dtype=torch.float64)
+    assert torch.nn.functional.cosine_similarity(recovered, true, dim=0).item() > 0.99
+    assert payload["num_labels"] == 700
+
+
+def test_reward_model_from_files_and_its_checkpoint_drives_ppo(make_cfg, tmp_path):
+    # 1. collect and label segments of Pendulum; the run writes them as files
+    first = make_cfg("algo=reward_model", *PENDULUM, "algo.num_segments=60", "algo.segment_length=20",
+                     "algo.num_labels=120", "algo.epochs=20", "logging.progress=none")
+    run_training(first, tmp_path / "synthetic")
+    labels = [json.loads(line) for line in (tmp_path / "synthetic" / "labels.jsonl").read_text().splitlines()]
+    assert len(labels) == 120 + 12 and {r["split"] for r in labels} == {"train", "holdout"}
+    # 2. the same files as a person's answers (the first 50 of them): a second model trains on them; the
+    # segments in none of its training pairs give the correlations
+    (tmp_path / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labels[:50]))
+    second = make_cfg("algo=reward_model", *PENDULUM, f"algo.segments_path={tmp_path / 'synthetic' / 'segments.npz'}",
+                      f"algo.labels_path={tmp_path / 'answers.jsonl'}", "algo.epochs=20", "logging.progress=none")
+    accuracy = run_training(second, tmp_path / "from_files")
+    assert accuracy >= 0.8  # 10 held-out pairs
+    tags = read_scalars(tmp_path / "from_files")
+    for tag in ("losses/preference_loss", "charts/train_accuracy", "charts/holdout_accuracy", "charts/holdout_loss",
+                "charts/margin", "charts/pearson", "charts/spearman"):
+        assert tag in tags, tag
+    # 3. PPO on the learned reward: true returns in charts/episodic_return, learned ones beside them
+    model = tmp_path / "from_files" / "reward_model.pt"
+    ppo = make_cfg("algo=ppo", *PENDULUM, "reward=learned", f"reward.path={model}", "total_timesteps=1024",
+                   *SMALL_PPO)
+    run_training(ppo, tmp_path / "ppo")
+    true, learned = (scalar_values(tmp_path / "ppo", tag) for tag in
+                     ("charts/episodic_return", "charts/learned_episodic_return"))
+    assert len(true) == len(learned) == 5  # 1,024 steps of 200-step episodes
+    assert all(r < 0 for r in true)  # Pendulum's true reward is never positive
+    assert not np.allclose(true, learned)
+
+
+def test_reward_model_checkpoint_on_an_env_with_other_spaces_is_refused(make_cfg, tmp_path):
+    run_training(make_cfg("algo=reward_model", *PENDULUM, "algo.num_segments=20", "algo.segment_length=5",
+                          "algo.num_labels=20", "algo.epochs=1", "logging.progress=none"), tmp_path / "rm")
+    model = tmp_path / "rm" / "reward_model.pt"
+    with pytest.raises(ConfigError) as err:
+        validate(make_cfg("algo=ppo", "env=cartpole", "reward=learned", f"reward.path={model}"))
+    assert str(err.value).startswith("reward.path: the reward model takes observations of shape (3,) but CartPole-v1")
+    with pytest.raises(ConfigError, match="reward=env for algo=reinforce"):
+        validate(make_cfg("algo=reinforce", *PENDULUM, "reward=learned", f"reward.path={model}"))
+    (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(ConfigError, match="cannot be read as a reward model"):
+        validate(make_cfg("algo=ppo", *PENDULUM, "reward=learned", f"reward.path={tmp_path / 'corrupt.pt'}"))
+    training_checkpoint = next((tmp_path / "rm" / "checkpoints").glob("step_*.pt"))
+    with pytest.raises(ConfigError, match="is not a reward-model checkpoint"):
+        validate(make_cfg("algo=ppo", *PENDULUM, "reward=learned", f"reward.path={training_checkpoint}"))
+    with pytest.raises(ConfigError, match="reward.path must be set"):
+        validate(make_cfg("algo=ppo", *PENDULUM, "reward=learned"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["algo.labels_path=labels.jsonl"], "algo.labels_path='labels.jsonl' is not allowed: expected null unless"),
+    (["algo.policy=nowhere.pt"], "algo.policy='nowhere.pt' is not allowed"),
+    (["algo.random_answer_prob=1.0"], "algo.random_answer_prob=1.0 is not allowed: expected a number >= 0 and < 1"),
+    (["algo.hidden_sizes=[0]"], "algo.hidden_sizes=[0] is not allowed"),
+    (["algo.labeler.mode=oracle"], "algo.labeler.mode='oracle' is not allowed"),
+])
+def test_bad_reward_model_keys_are_refused(make_cfg, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        validate(make_cfg("algo=reward_model", *PENDULUM, *overrides))
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_a_segments_file_of_another_env_is_refused(make_cfg, tmp_path):
+    make_segments().save(tmp_path / "s.npz")  # (2,) observations; Pendulum has (3,)
+    with pytest.raises(ConfigError, match=r"observations of shape \(2,\) but Pendulum-v1 has \(3,\)"):
+        validate(make_cfg("algo=reward_model", *PENDULUM, f"algo.segments_path={tmp_path / 's.npz'}"))
+
+
+# ---- algo=pbrl ----------------------------------------------------------------------------------------
+
+def test_labels_are_front_loaded_and_reach_the_budget():
+    from rlrun.algos.pbrl import labels_due
+
+    due = [labels_due(x, 1000, 0.25, 5.0) for x in np.linspace(0, 1, 11)]
+    assert due[0] == 250 and due[-1] == 1000
+    increments = np.diff(due)
+    assert np.all(increments > 0) and np.all(np.diff(increments) <= 1)  # decaying rate
+    assert increments[0] > 3 * increments[-1]
+    assert labels_due(0.5, 1000, 0.25, 0.0) == 625  # no decay: a constant rate after the initial share
+
+
+PBRL = ["algo=pbrl", *PENDULUM, "total_timesteps=2048", "algo.num_labels=60", "algo.segment_length=25",
+        "algo.reward_model.initial_epochs=5", "checkpoint.interval=1024", *SMALL_PPO]
+
+
+def test_a_short_pbrl_run_writes_the_expected_scalars(make_cfg, tmp_path):
+    metric = run_training(make_cfg(*PBRL), tmp_path / "run")
+    tags = read_scalars(tmp_path / "run")
+    labels = [v for _, v, _ in tags["charts/labels"]]
+    assert labels[0] == 15 and labels[-1] == 60 and labels == sorted(labels)  # 25% up front, all by the end
+    for tag in ("charts/episodic_return", "charts/learned_episodic_return", "charts/reward_model_accuracy",
+                "losses/preference_loss", "charts/pearson", "charts/spearman", "losses/policy_loss"):
+        assert tag in tags, tag
+    assert len(tags["charts/episodic_return"]) == len(tags["charts/learned_episodic_return"]) == 10
+    assert metric == pytest.approx(np.mean([v for _, v, _ in tags["charts/episodic_return"]]))
+    ensemble, payload = load_reward_model(tmp_path / "run" / "reward_model.pt")
+    assert payload["num_labels"] == 60 and len(ensemble.members) == 3
+
+
+def test_pbrl_resumes_exactly(stop_and_resume):
+    whole, split, ckpt = stop_and_resume(PBRL, stop_at=1024)
+    assert ckpt["feedback"]["labels_used"] > 0
+    assert whole == split
