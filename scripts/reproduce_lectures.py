@@ -45,6 +45,26 @@ RECYCLING_NONTERMINAL = [1, 2, 3]
 SLIDE_SAMPLES = [(0.0, "R", -7), (0.3, "R", -6), (1.6, "L", -5), (0.2, "R", -4), (1.3, "R", -3), (2.4, "L", -2),
                  (2.1, "R", -1)]  # the "Calculate gradient estimate" slide: (x, action, Q)
 SLIDE_GRADIENT = (2.1, -7.0)  # by hand: sum_t Q_t * 0.5 * (+-1) * (x_t, 1) at w = b = 0
+RLHF = "RLHF (seeds/001)"
+PIZZA_EQUAL = 20.0  # the lecture's reward for either pizza when she does not mind which
+PIZZA_DEEP_DISH, PIZZA_FLAT = 100.0, 10.0  # the lecture's rewards when she likes deep dish much more
+PIZZA_GUESSES = (0.9, 0.95)  # the lecture's guess of P(deep dish preferred) for 100 vs 10
+PIZZA_GUESS_GAPS = (np.log(9.0), np.log(19.0))  # by hand, ln(p / (1 - p)): the reward gaps that give the guesses
+STRONG_PREFERENCE = 0.9  # what holds of the guess: P at least this
+TRANSITIVITY_TRIPLES = 10_000  # random (r_i, r_j, r_k) checked
+# rewards uniform in [-this, this]: probabilities in [0.0025, 0.9975]; nearer 0 or 1 the rounding of p alone
+# costs about 1e-16 / min(p, 1 - p) (measured max errors: 5e-13 with rewards in [-5, 5], 5e-9 in [-10, 10])
+TRANSITIVITY_REWARD_RANGE = 3.0
+TRANSITIVITY_SEED = 0
+EXACT = 1e-12  # "exactly, up to float64 rounding" for the preference rows
+ARM_REWARDS = [1.0, 3.0, 0.0, 2.0]  # a Bradley-Terry matrix over 4 arms: arm 1 wins every way
+# a preference cycle 0 > 1 > 3 > 0 that no Bradley-Terry model gives; P[i, j] = P(arm i beats arm j)
+CYCLE_MATRIX = np.array([[0.5, 0.6, 0.6, 0.1],
+                         [0.4, 0.5, 0.6, 0.55],
+                         [0.4, 0.4, 0.5, 0.55],
+                         [0.9, 0.45, 0.45, 0.5]])
+# by hand from the definitions: every arm loses to someone; wins (2, 2, 1, 1); Borda (1.3, 1.55, 1.35, 1.8)
+CYCLE_WINNERS = (None, [0, 1], [3])  # (Condorcet, Copeland, Borda)
 
 
 # ---- reading run directories ---------------------------------------------------------------
@@ -166,6 +186,65 @@ def check_baseline(dirs: list[Path]) -> tuple[str, bool]:
     return text, baseline < plain and paired > 1.0
 
 
+# ---- RLHF (seeds/001): preferences, computed without training -----------------------------
+
+def bradley_terry_probabilities() -> tuple[str, bool]:
+    """The lecture's pizza numbers under rlrun's Bradley-Terry probability, and the gaps its guess needs."""
+    from rlrun.preferences import bradley_terry_probability
+    from rlrun.social_choice import bradley_terry_reward_gap
+
+    equal = float(bradley_terry_probability(PIZZA_EQUAL, PIZZA_EQUAL))
+    strong = float(bradley_terry_probability(PIZZA_DEEP_DISH, PIZZA_FLAT))
+    rest = float(bradley_terry_probability(PIZZA_FLAT, PIZZA_DEEP_DISH))  # 1 - strong, without the rounding
+    gaps = [bradley_terry_reward_gap(p) for p in PIZZA_GUESSES]
+    back = [float(bradley_terry_probability(gap, 0.0)) for gap in gaps]
+    gap = PIZZA_DEEP_DISH - PIZZA_FLAT
+    text = (f"P({PIZZA_EQUAL:g} vs {PIZZA_EQUAL:g}) = {equal:g}; P({PIZZA_DEEP_DISH:g} vs {PIZZA_FLAT:g}) = "
+            f"1 - e^-{gap:g} = 1 - {rest:.2g} ({strong:g} in float64), so the lecture's {PIZZA_GUESSES[0]:g} or "
+            f"{PIZZA_GUESSES[1]:g} is a loose guess: the model gives {PIZZA_GUESSES[0]:g} at a reward gap of "
+            f"ln 9 = {gaps[0]:.3f} and {PIZZA_GUESSES[1]:g} at ln 19 = {gaps[1]:.3f}, far below {gap:g}")
+    ok = (equal == 0.5 and strong >= STRONG_PREFERENCE
+          and np.isclose(rest, np.exp(PIZZA_FLAT - PIZZA_DEEP_DISH), rtol=EXACT, atol=0.0)
+          and np.allclose(back, PIZZA_GUESSES, rtol=0.0, atol=EXACT)
+          and np.allclose(gaps, PIZZA_GUESS_GAPS, rtol=0.0, atol=EXACT))
+    return text, bool(ok)
+
+
+def bradley_terry_transitivity() -> tuple[str, bool]:
+    """P(i > k) deduced from P(i > j) and P(j > k) (the odds multiply) against the model's own P(i > k)."""
+    from rlrun.preferences import bradley_terry_probability
+    from rlrun.social_choice import transitive_probability
+
+    rng = np.random.default_rng(TRANSITIVITY_SEED)
+    r_i, r_j, r_k = rng.uniform(-TRANSITIVITY_REWARD_RANGE, TRANSITIVITY_REWARD_RANGE, (3, TRANSITIVITY_TRIPLES))
+    deduced = transitive_probability(bradley_terry_probability(r_i, r_j).numpy(),
+                                     bradley_terry_probability(r_j, r_k).numpy())
+    error = float(np.abs(deduced - bradley_terry_probability(r_i, r_k).numpy()).max())
+    text = (f"over {TRANSITIVITY_TRIPLES:,} random reward triples (uniform in [-{TRANSITIVITY_REWARD_RANGE:g}, "
+            f"{TRANSITIVITY_REWARD_RANGE:g}]), P(i>k) deduced from odds(i,k) = odds(i,j) odds(j,k), i.e. "
+            f"p_ij p_jk / (p_ij p_jk + (1 - p_ij)(1 - p_jk)), differs from the model's by at most {error:.2g}")
+    return text, error < EXACT
+
+
+def social_choice_winners() -> tuple[str, bool]:
+    """Condorcet, Copeland and Borda winners of a Bradley-Terry matrix and of a preference cycle."""
+    from rlrun.social_choice import (borda_scores, borda_winners, bradley_terry_matrix, condorcet_winner,
+                                     copeland_scores, copeland_winners)
+
+    def winners(P: np.ndarray) -> tuple[int | None, list[int], list[int]]:
+        return condorcet_winner(P), copeland_winners(P), borda_winners(P)
+
+    best = int(np.argmax(ARM_REWARDS))
+    agree, cycle = winners(bradley_terry_matrix(ARM_REWARDS)), winners(CYCLE_MATRIX)
+    wins = ", ".join(str(w) for w in copeland_scores(CYCLE_MATRIX))
+    borda = ", ".join(f"{b:g}" for b in borda_scores(CYCLE_MATRIX))
+    text = (f"Bradley-Terry with rewards ({', '.join(f'{r:g}' for r in ARM_REWARDS)}): Condorcet {agree[0]}, "
+            f"Copeland {agree[1]}, Borda {agree[2]}. The cycle 0 > 1 > 3 > 0, P = {fmt_table(CYCLE_MATRIX)}: "
+            f"Condorcet {'none' if cycle[0] is None else cycle[0]}, Copeland {cycle[1]} (wins {wins}), "
+            f"Borda {cycle[2]} (scores {borda})")
+    return text, agree == (best, [best], [best]) and cycle == CYCLE_WINNERS
+
+
 # ---- the results -------------------------------------------------------------------------------
 
 @dataclass
@@ -254,6 +333,22 @@ RESULTS = [
            "average return of at least 475 within 500,000 steps (the issue's target; seed 1).",
            ["cartpole_reinforce_baseline"], check_cartpole,
            criterion="mean of the last 100 episodes at least 475", quick=["total_timesteps=20000"]),
+    Result("bradley_terry_probabilities", RLHF,
+           "Bradley-Terry: P(b_i preferred to b_j) = exp(r_i) / (exp(r_i) + exp(r_j)). Identical rewards (both "
+           "+20, the pizza example) give 50%; deep dish at 100 against flat at 10 gives \"more like say 0.9 or "
+           "0.95\".", compute=bradley_terry_probabilities,
+           criterion="equal rewards exactly 0.5; 100 vs 10 a strong preference, P >= 0.9 (0.9 and 0.95 "
+           "themselves need gaps ln 9 and ln 19, checked within 1e-12)"),
+    Result("bradley_terry_transitivity", RLHF,
+           "The model is transitive: P(i > k) can be deduced from P(i > j) and P(j > k).",
+           compute=bradley_terry_transitivity, criterion="largest error below 1e-12"),
+    Result("social_choice_winners", RLHF,
+           "Over K arms: a Condorcet winner beats every other arm (a high bar: it may not exist), a Copeland "
+           "winner has the most pairwise victories, a Borda winner the highest expected score sum_j P[i, j] (win "
+           "1, tie 0.5, loss 0). Under Bradley-Terry all three agree; a preference cycle has no Condorcet winner "
+           "and can separate Copeland from Borda.", compute=social_choice_winners,
+           criterion="the winners the definitions give by hand: the arm of largest reward three times; none, "
+           "{0, 1} and {3} for the cycle"),
 ]
 
 
