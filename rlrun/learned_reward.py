@@ -434,3 +434,35 @@ def validate_reward(cfg) -> None:
         fail("reward.path", path, "the path of a reward_model.pt")
     ensemble, _ = load_reward_model(path)
     check_spaces(ensemble, *env_spaces(cfg), cfg.env.id)
+
+
+def validate_model_keys(cfg, prefix: str) -> None:
+    """Check the reward-model keys under ``prefix`` (``algo.`` for algo=reward_model, ``algo.reward_model.``
+    for algo=pbrl): the ensemble's architecture and the Bradley-Terry training settings.
+
+    Raises:
+        ConfigError: naming the key, the value and what is allowed.
+    """
+    from rlrun.config import check_bool, check_choice, check_int, check_int_list, check_number
+
+    check_int_list(cfg, prefix + "hidden_sizes", allow_empty=True)
+    check_choice(cfg, prefix + "activation", ["relu", "tanh"])
+    check_int(cfg, prefix + "ensemble_size", low=1)
+    check_bool(cfg, prefix + "bootstrap")
+    check_number(cfg, prefix + "random_answer_prob", low=0, high=1, high_open=True)
+    check_number(cfg, prefix + "margin", low=0)
+    check_number(cfg, prefix + "center_coef", low=0)
+    check_number(cfg, prefix + "learning_rate", low=0, low_open=True)
+    check_number(cfg, prefix + "weight_decay", low=0)
+    check_int(cfg, prefix + "batch_size", low=1)
+
+
+def fitter_from_config(node, obs_shape: tuple[int, ...], action_space: gym.Space, device: torch.device,
+                       seed: int) -> PreferenceFitter:
+    """A new ensemble for ``obs_shape`` and ``action_space`` on ``device`` and its PreferenceFitter, from the
+    keys of ``node`` (the config node :func:`validate_model_keys` checked)."""
+    ensemble = RewardEnsemble(obs_shape, action_space, list(node.hidden_sizes), node.activation,
+                              int(node.ensemble_size)).to(device)
+    return PreferenceFitter(ensemble, float(node.learning_rate), float(node.weight_decay), int(node.batch_size),
+                            float(node.random_answer_prob), float(node.margin), float(node.center_coef),
+                            bool(node.bootstrap), seed=seed)

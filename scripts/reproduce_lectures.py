@@ -247,6 +247,30 @@ def social_choice_winners() -> tuple[str, bool]:
 
 # ---- the results -------------------------------------------------------------------------------
 
+def check_linear_reward(dirs: list[Path]) -> tuple[str, bool]:
+    import torch
+
+    from rlrun.learned_reward import load_reward_model
+
+    ensemble, payload = load_reward_model(dirs[0] / "reward_model.pt")
+    cfg_weights = LINEAR_FEATURE_WEIGHTS + [LINEAR_ACTION_REWARDS[1] - LINEAR_ACTION_REWARDS[0]]
+    w = ensemble.members[0].head.net[0].weight.detach().double()[0]
+    d = len(LINEAR_FEATURE_WEIGHTS)
+    recovered = torch.cat([w[:d] / ensemble.obs_std.double(), (w[d + 1] - w[d]).reshape(1)])
+    true = torch.tensor(cfg_weights, dtype=torch.float64)
+    cosine = torch.nn.functional.cosine_similarity(recovered, true, dim=0).item()
+    scaled = recovered * (true @ recovered) / (recovered @ recovered)  # least-squares scale onto the true weights
+    pearson = payload["metrics"]["pearson"]
+    return (f"held-out Pearson {pearson:.4f}, accuracy {payload['metrics']['holdout_accuracy']:.3f}; recovered "
+            f"weights (scaled) ({', '.join(f'{v:.2f}' for v in scaled.tolist())}) vs true "
+            f"({', '.join(f'{v:g}' for v in cfg_weights)}), cosine {cosine:.4f}", pearson > 0.95 and cosine > 0.99)
+
+
+# the reward of configs/env/linear_features.yaml: weights of the 4 features and the 2 actions' rewards
+LINEAR_FEATURE_WEIGHTS = [1.0, -2.0, 0.5, 0.0]
+LINEAR_ACTION_REWARDS = [0.0, 1.0]
+
+
 @dataclass
 class Result:
     """One row of docs/lectures.md.
@@ -320,7 +344,7 @@ RESULTS = [
            criterion="MSE at most 2.0"),
     Result("reinforce_slide_gradient", SCALING,
            "REINFORCE gradient estimate for the slide's seven (x, action, Q) samples at w = b = 0, logistic "
-           "policy: g = sum_t Q_t d/dtheta ln pi(a_t | x_t) = (2.1, -7.0) by hand.", compute=slide_gradient,
+           "policy: g = sum_t Q_t d/dtheta ln pi(a_t \\| x_t) = (2.1, -7.0) by hand.", compute=slide_gradient,
            criterion="(2.1, -7.0) within 1e-6"),
     Result("random_walk_reinforce_baseline", SCALING,
            "A baseline B(s) leaves the gradient's expectation unchanged and can reduce its variance: REINFORCE "
@@ -349,6 +373,13 @@ RESULTS = [
            "and can separate Copeland from Borda.", compute=social_choice_winners,
            criterion="the winners the definitions give by hand: the arm of largest reward three times; none, "
            "{0, 1} and {3} for the cycle"),
+    Result("linear_reward_preferences", RLHF,
+           "Reward models are fit to noisy pairwise comparisons by maximizing the Bradley-Terry likelihood (a "
+           "logistic regression on return differences), which recovers the latent reward: here a known reward "
+           "linear in (features, one-hot action), from 700 comparisons of random 10-step segments.",
+           ["linear_reward_preferences"], check_linear_reward,
+           criterion="Pearson correlation of predicted and true returns of held-out segments above 0.95 and "
+           "cosine similarity of recovered and true weights above 0.99", quick=["algo.epochs=50"]),
 ]
 
 

@@ -27,10 +27,10 @@ import torch
 from omegaconf import DictConfig
 
 from rlrun.algos import ppo
-from rlrun.config import ConfigError, check_bool, check_choice, check_int, check_int_list, check_number
+from rlrun.config import ConfigError, check_bool, check_choice, check_int, check_number
 from rlrun.envs import env_spaces
-from rlrun.learned_reward import (PreferenceFitter, RewardEnsemble, action_features_size, evaluate_pairs,
-                                  save_reward_model)
+from rlrun.learned_reward import (action_features_size, evaluate_pairs, fitter_from_config, save_reward_model,
+                                  validate_model_keys)
 from rlrun.preferences import SyntheticLabeler, correlations, cut_segments
 from rlrun.run import Run, resolve_device
 
@@ -52,16 +52,7 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, a + "labeler.temperature", low=0, low_open=True)
     check_number(cfg, a + "labeler.random_answer_prob", low=0, high=1)
     r = a + "reward_model."
-    check_int_list(cfg, r + "hidden_sizes", allow_empty=True)
-    check_choice(cfg, r + "activation", ["relu", "tanh"])
-    check_int(cfg, r + "ensemble_size", low=1)
-    check_bool(cfg, r + "bootstrap")
-    check_number(cfg, r + "random_answer_prob", low=0, high=1, high_open=True)
-    check_number(cfg, r + "margin", low=0)
-    check_number(cfg, r + "center_coef", low=0)
-    check_number(cfg, r + "learning_rate", low=0, low_open=True)
-    check_number(cfg, r + "weight_decay", low=0)
-    check_int(cfg, r + "batch_size", low=1)
+    validate_model_keys(cfg, r)
     check_int(cfg, r + "initial_epochs", low=1)
     check_int(cfg, r + "epochs", low=1)
     if int(cfg.algo.segment_length) > int(cfg.algo.num_steps):
@@ -88,11 +79,8 @@ class PreferenceLearner:
     def __init__(self, cfg: DictConfig, run: Run, obs_space, action_space):
         a, r = cfg.algo, cfg.algo.reward_model
         self.cfg, self.run = cfg, run
-        self.ensemble = RewardEnsemble(obs_space.shape, action_space, list(r.hidden_sizes), r.activation,
-                                       int(r.ensemble_size)).to(resolve_device(cfg.device))
-        self.fitter = PreferenceFitter(self.ensemble, float(r.learning_rate), float(r.weight_decay), int(r.batch_size),
-                                       float(r.random_answer_prob), float(r.margin), float(r.center_coef),
-                                       bool(r.bootstrap), seed=int(cfg.seed))
+        self.fitter = fitter_from_config(r, obs_space.shape, action_space, resolve_device(cfg.device), int(cfg.seed))
+        self.ensemble = self.fitter.ensemble
         self.labeler = SyntheticLabeler(a.labeler.mode, float(a.labeler.temperature),
                                         float(a.labeler.random_answer_prob), seed=int(cfg.seed))
         self.rng = np.random.default_rng(int(cfg.seed))  # pair selection

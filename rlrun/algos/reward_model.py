@@ -31,11 +31,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rlrun.config import (ConfigError, check_bool, check_choice, check_int, check_int_list, check_number, fail,
-                          get)
+from rlrun.config import ConfigError, check_choice, check_int, check_number, fail, get
 from rlrun.envs import check_array_observations, env_spaces, make_vec_env
 from rlrun.learned_reward import (PreferenceFitter, RewardEnsemble, action_features_size, evaluate_pairs,
-                                  save_reward_model)
+                                  fitter_from_config, save_reward_model, validate_model_keys)
 from rlrun.preferences import (Segments, SyntheticLabeler, correlations, cut_segments, load_labels, load_segments,
                                write_labels)
 from rlrun.run import Run, load_checkpoint, resolve_device, set_rng_state
@@ -48,14 +47,7 @@ def validate(cfg: DictConfig) -> None:
     """Check the reward_model keys, and load and validate its data files; raises ConfigError."""
     a = "algo."
     data = check_choice(cfg, a + "data", ["segments", "text"])
-    check_int(cfg, a + "ensemble_size", low=1)
-    check_bool(cfg, a + "bootstrap")
-    check_number(cfg, a + "random_answer_prob", low=0, high=1, high_open=True)
-    check_number(cfg, a + "margin", low=0)
-    check_number(cfg, a + "center_coef", low=0)
-    check_number(cfg, a + "learning_rate", low=0, low_open=True)
-    check_number(cfg, a + "weight_decay", low=0)
-    check_int(cfg, a + "batch_size", low=1)
+    validate_model_keys(cfg, a)
     check_int(cfg, a + "epochs", low=1)
     check_number(cfg, a + "holdout_fraction", low=0, high=1, low_open=True, high_open=True)
     check_int(cfg, a + "eval_interval", low=1)
@@ -64,8 +56,6 @@ def validate(cfg: DictConfig) -> None:
 
         validate_text(cfg)
         return
-    check_int_list(cfg, a + "hidden_sizes", allow_empty=True)
-    check_choice(cfg, a + "activation", ["relu", "tanh"])
     check_array_observations(cfg)
     obs_space, action_space = env_spaces(cfg)
     try:
@@ -174,21 +164,6 @@ def prepare_data(cfg: DictConfig, run: Run) -> tuple[Segments, np.ndarray, np.nd
     return segments, train_pairs, train_labels, holdout_pairs, holdout_labels
 
 
-def make_ensemble(cfg: DictConfig, obs_shape: tuple[int, ...], action_space) -> RewardEnsemble:
-    """The reward ensemble of ``cfg.algo``'s keys on ``cfg.device``."""
-    a = cfg.algo
-    return RewardEnsemble(obs_shape, action_space, list(a.hidden_sizes), a.activation,
-                          int(a.ensemble_size)).to(resolve_device(cfg.device))
-
-
-def make_fitter(cfg: DictConfig, ensemble: RewardEnsemble) -> PreferenceFitter:
-    """A PreferenceFitter with ``cfg.algo``'s training keys."""
-    a = cfg.algo
-    return PreferenceFitter(ensemble, float(a.learning_rate), float(a.weight_decay), int(a.batch_size),
-                            float(a.random_answer_prob), float(a.margin), float(a.center_coef), bool(a.bootstrap),
-                            seed=int(cfg.seed))
-
-
 def train(cfg: DictConfig, run: Run) -> float:
     """Fit the reward model; returns the held-out accuracy at the end."""
     if cfg.algo.data == "text":
@@ -209,8 +184,8 @@ def train(cfg: DictConfig, run: Run) -> float:
                      np.concatenate([train_labels, holdout_labels]),
                      ["train"] * len(train_pairs) + ["holdout"] * len(holdout_pairs))
     _, action_space = env_spaces(cfg)
-    ensemble = make_ensemble(cfg, segments.obs.shape[2:], action_space)
-    fitter = make_fitter(cfg, ensemble)
+    fitter = fitter_from_config(args, segments.obs.shape[2:], action_space, resolve_device(cfg.device), int(cfg.seed))
+    ensemble = fitter.ensemble
     # the fitter stores only the training segments: rows renumbered
     train_rows = np.unique(train_pairs)
     renumber = np.full(len(segments), -1, np.int64)
