@@ -277,3 +277,45 @@ def test_pbrl_resumes_exactly(stop_and_resume):
     whole, split, ckpt = stop_and_resume(PBRL, stop_at=1024)
     assert ckpt["feedback"]["labels_used"] > 0
     assert whole == split
+
+
+def test_a_pixel_reward_model_fits_saves_and_matches_breakout(make_cfg, tmp_path):
+    from gymnasium import spaces
+
+    from rlrun.envs import env_spaces
+    from rlrun.learned_reward import PreferenceFitter, RewardEnsemble, check_spaces, save_reward_model
+
+    obs_space, action_space = env_spaces(make_cfg("env=breakout", "algo=ppo"))
+    ensemble = RewardEnsemble(obs_space.shape, action_space, [16], "relu", ensemble_size=2)
+    rng = np.random.default_rng(0)
+    obs = rng.integers(0, 255, (4, 3, *obs_space.shape), dtype=np.uint8)  # 4 segments of 3 stacked-frame steps
+    obs[:2] //= 8  # two dark segments preferred to two bright ones
+    actions = rng.integers(0, action_space.n, (4, 3))
+    fitter = PreferenceFitter(ensemble, 1e-3, 0.0, batch_size=4, random_answer_prob=0.0, margin=0.0,
+                              center_coef=0.0, bootstrap=False, seed=0)
+    fitter.add(obs, actions, np.array([[0, 2], [1, 3], [2, 0], [3, 1]]), np.array([1.0, 1.0, 0.0, 0.0], np.float32))
+    first, last = fitter.fit(1), fitter.fit(30)
+    assert last < first
+    returns = ensemble.segment_returns(torch.as_tensor(obs), torch.as_tensor(actions))
+    assert returns.shape == (2, 4) and (returns[:, :2].min() > returns[:, 2:].max())
+    rewards = ensemble.reward(obs.reshape(12, *obs_space.shape), actions.reshape(12))
+    assert rewards.shape == (12,) and abs(rewards.mean().item()) < 1e-5  # normalized to mean 0
+    save_reward_model(ensemble, tmp_path / "rm.pt", "breakout")
+    loaded, _ = load_reward_model(tmp_path / "rm.pt")
+    assert torch.equal(loaded.reward(obs[0], actions[0]), ensemble.reward(obs[0], actions[0]))
+    check_spaces(loaded, obs_space, action_space, "breakout")  # fits
+    with pytest.raises(ConfigError, match="takes actions"):
+        check_spaces(loaded, obs_space, spaces.Discrete(action_space.n + 1), "pong")
+
+
+def test_dqn_trains_on_a_learned_reward(make_cfg, tmp_path):
+    run_training(make_cfg("algo=reward_model", "env=cartpole", "algo.num_segments=20", "algo.segment_length=5",
+                          "algo.num_labels=20", "algo.epochs=1", "logging.progress=none"), tmp_path / "rm")
+    cfg = make_cfg("algo=dqn", "env=cartpole", "reward=learned", f"reward.path={tmp_path / 'rm' / 'reward_model.pt'}",
+                   "total_timesteps=600", "algo.learning_starts=200", "logging.progress=none", "torch_threads=1")
+    run_training(cfg, tmp_path / "dqn")
+    true, learned = (scalar_values(tmp_path / "dqn", tag) for tag in
+                     ("charts/episodic_return", "charts/learned_episodic_return"))
+    assert len(true) == len(learned) > 5
+    assert all(r == int(r) for r in true)  # CartPole's true return counts steps
+    assert any(r != int(r) for r in learned)
