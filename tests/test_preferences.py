@@ -271,6 +271,11 @@ def test_a_short_pbrl_run_writes_the_expected_scalars(make_cfg, tmp_path):
     assert metric == pytest.approx(np.mean([v for _, v, _ in tags["charts/episodic_return"]]))
     ensemble, payload = load_reward_model(tmp_path / "run" / "reward_model.pt")
     assert payload["num_labels"] == 60 and len(ensemble.members) == 3
+    # its checkpoints play like PPO's with rlrun-eval: whole Pendulum episodes of the policy's mode
+    from rlrun.evaluate import evaluate_checkpoint
+
+    stats = evaluate_checkpoint(tmp_path / "run", episodes=2)
+    assert len(stats["returns"]) == 2 and all(r < 0 for r in stats["returns"])
 
 
 def test_pbrl_resumes_exactly(stop_and_resume):
