@@ -333,6 +333,9 @@ def train_text(cfg: DictConfig, run: Run) -> float:
     Raises:
         ConfigError: if the pairs file or the model cannot be loaded, or the model has num_labels != 1.
     """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # rlrun's own progress display is the run's; no loading/saving bars
     algo, text = cfg.algo, cfg.algo.text
     device = resolve_device(cfg.device)
     pairs = load_text_pairs(text.pairs_path)
