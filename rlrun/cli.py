@@ -2,7 +2,7 @@
 
     rlrun algo=dqn env=breakout seed=3
     rlrun --cfg job                       # print the composed config
-    rlrun -m algo.learning_rate=1e-4,3e-4 # a sweep, one run directory per job
+    rlrun -m algo.learning_rate=1e-4,3e-4 # a sweep, one run directory per job (see rlrun.sweep)
 
 Bad values end the program with one line naming the key, the value and what is
 allowed, before any env, network or buffer is created.
@@ -18,11 +18,13 @@ from typing import Any
 
 import hydra
 import torch
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from rlrun import algos
+from rlrun import algos, sweep
 from rlrun.config import ConfigError, fail, validate_run
 from rlrun.envs import validate_env
 from rlrun.learned_reward import validate_reward
@@ -147,16 +149,81 @@ def resume_run(run_dir: Path, overrides: list[str]) -> float:
     return run_training(cfg, run_dir, resume=checkpoint)
 
 
+def run_sweep_job(cfg: DictConfig, run_dir: Path, overrides: list[str], launcher: DictConfig) -> float:
+    """Run one job of a sweep (``rlrun -m``) in ``run_dir`` and return its metric.
+
+    A job that finished in an earlier run of the same sweep is skipped (its recorded metric is
+    returned); one that has a checkpoint (interrupted, preempted, or failed after a checkpoint) is
+    resumed; any other starts anew (see :func:`rlrun.sweep.prepare_run_dir`). With
+    ``torch_threads=0`` the job gets its share of the cores under ``launcher`` (the
+    ``hydra.launcher`` config; :func:`rlrun.sweep.job_torch_threads`). Under submitit, a preemption
+    writes a checkpoint and requeues the job (:class:`rlrun.sweep.SubmititPreemption`).
+
+    Raises:
+        RunDirError: if ``run_dir`` holds another job's run, or a run of other hyperparameters;
+            otherwise as :func:`run_training`.
+    """
+    threads = sweep.job_torch_threads(launcher)
+    if cfg.torch_threads == 0 and threads is not None:
+        cfg.torch_threads = threads
+    action = sweep.prepare_run_dir(run_dir, overrides)
+    if action != sweep.NEW:
+        check_same_experiment(cfg, run_dir)
+    if action == sweep.SKIP:
+        metric = sweep.read_status(run_dir)["final_return"]
+        print(f"rlrun: skipped {run_dir}: it finished in an earlier run of this sweep (metric {metric})", flush=True)
+        return float("nan") if metric is None else float(metric)
+    preemption = sweep.SubmititPreemption() if sweep.is_submitit(launcher) else None
+    try:
+        if action == sweep.RESUME:
+            return resume_run(run_dir, [*resumable_overrides(overrides), f"torch_threads={cfg.torch_threads}"])
+        return run_training(cfg, run_dir)
+    except StoppedBySignal:
+        if preemption is not None and preemption.received:
+            preemption.requeue()  # submitit requeues the job and exits; the new job resumes run_dir
+        raise
+
+
+def resumable_overrides(overrides: list[str]) -> list[str]:
+    """The overrides among ``overrides`` that a resume accepts (keys under RESUMABLE_KEYS)."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [o.input_line for o in parsed if o.key_or_group.split(".")[0] in RESUMABLE_KEYS
+            and not (o.is_add() or o.is_delete())]
+
+
+def check_same_experiment(cfg: DictConfig, run_dir: Path) -> None:
+    """Refuse to skip or resume the run in ``run_dir`` if its config.yaml differs from ``cfg`` in a key
+    that defines the experiment (e.g. a tuned file was edited since the sweep first ran).
+
+    Raises:
+        RunDirError: naming the first differing key and both values.
+    """
+    if not (run_dir / "config.yaml").is_file():
+        return
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    for key in sorted(experiment_keys(cfg) | experiment_keys(saved)):
+        ours, theirs = OmegaConf.select(cfg, key), OmegaConf.select(saved, key)
+        if ours != theirs:
+            raise RunDirError(f"{run_dir} was run with {key}={theirs!r} but this job has {key}={ours!r}; "
+                              "pass another sweep_name=... to run the changed sweep in a new directory")
+
+
 @hydra.main(version_base="1.3", config_path="pkg://rlrun.configs", config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         if cfg.resume:
-            return resume_run(Path(cfg.resume), list(HydraConfig.get().overrides.task))
+            return resume_run(Path(cfg.resume), list(hydra_cfg.overrides.task))
+        if in_sweep:
+            return run_sweep_job(cfg, run_dir, list(hydra_cfg.overrides.task), hydra_cfg.launcher)
         return run_training(cfg, run_dir)
     except StoppedBySignal as stop:
         sys.exit(128 + stop.args[0])  # the shell convention for "ended by signal N"
     except (ConfigError, RunDirError, CheckpointError) as exc:
+        if in_sweep:
+            raise  # Hydra records the job as failed (so does sweep_summary.csv) and runs the others
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # Hydra created it for us; leave nothing behind
         print(f"rlrun: invalid config: {exc}" if isinstance(exc, ConfigError) else f"rlrun: {exc}",
@@ -165,9 +232,18 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: a sweep command (``-m``) is checked first (:func:`rlrun.sweep.preflight`)."""
+    args = get_args_parser().parse_args(sys.argv[1:])
+    runs_a_sweep = args.multirun and not (args.cfg or args.help or args.hydra_help or args.info
+                                          or args.shell_completion)
+    if runs_a_sweep and not (args.config_path or args.config_dir or args.config_name):  # rlrun's own configs
+        sweep.preflight(args.overrides)
     _hydra_main()
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m rlrun.cli`: run the module's importable copy, not this __main__ one, so that launchers
+    # that pickle the task function for other processes (joblib, submitit, Ray) refer to rlrun.cli
+    from rlrun.cli import main as rlrun_main
+
+    rlrun_main()

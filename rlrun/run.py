@@ -433,7 +433,7 @@ def read_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float, float]
     if not list(Path(run_dir).glob("events.out.tfevents.*")):
         raise FileNotFoundError(f"no TensorBoard event files in {run_dir}")
     acc = event_accumulator.EventAccumulator(str(run_dir), size_guidance={"scalars": 0})  # 0 = keep every event
-    logger = logging.getLogger(event_accumulator.__name__)
+    logger = logging.getLogger("tensorboard")  # parent of the event accumulator's and directory watcher's loggers
     level = logger.level
     logger.setLevel(logging.ERROR)  # a resumed run's purge of events past its checkpoint is expected, not news
     try:
