@@ -113,15 +113,15 @@ def test_rerunning_the_same_sweep_skips_every_finished_job(local_sweep):
 
 
 def test_submitit_local_launcher_runs_jobs_with_one_thread_per_cpu_of_the_task(tmp_path):
-    out = rlrun("-m", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1", *TINY, "seed=1,2",
+    out = rlrun("-m", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1", *TINY, "seed=1,2,3,4",
                 "sweep_name=sub", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     sweep_dir = tmp_path / "outputs" / "multirun" / "sub"
     rows = read_summary(sweep_dir)
     assert [(r["run_dir"], r["status"], r["torch_threads"]) for r in rows] == [
-        ("0_ppo_cartpole_s1", "finished", "1"), ("1_ppo_cartpole_s2", "finished", "1")]
+        (f"{i}_ppo_cartpole_s{i + 1}", "finished", "1") for i in range(4)]
     assert all(int(r["steps"]) == TINY_STEPS for r in rows)
-    assert len(list((sweep_dir / ".submitit").glob("*/*_log.out"))) == 2  # submitit's per-job logs
+    assert len(list((sweep_dir / ".submitit").glob("*/*_log.out"))) == 4  # submitit's per-job logs
     assert "validated against ConfigStore schema" not in out.stderr
 
 
