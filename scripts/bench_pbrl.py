@@ -107,8 +107,8 @@ def return_table(a: argparse.Namespace, runs: dict[str, list[Path]]) -> tuple[st
                          f"{last_scalar(d, 'charts/pearson'):.2f})"
                          for s, t, p, lab, d in zip(a.seeds, finals["true"], finals["pbrl"], labels_used, runs["pbrl"]))
     summary = (f"\n\nFinal score (mean true return of the last {LAST_EPISODES} episodes), mean +- std over seeds "
-               f"{', '.join(map(str, a.seeds))}: PPO on the true reward {finals['true'].mean():,.0f} +- "
-               f"{finals['true'].std():,.0f}; pbrl {finals['pbrl'].mean():,.0f} +- {finals['pbrl'].std():,.0f}: "
+               f"{', '.join(map(str, a.seeds))} (sample std): PPO on the true reward {finals['true'].mean():,.0f} +- "
+               f"{finals['true'].std(ddof=1):,.0f}; pbrl {finals['pbrl'].mean():,.0f} +- {finals['pbrl'].std(ddof=1):,.0f}: "
                f"**{100 * ratio:.0f}%** of the true-reward return (target at least 80%).\n\nPer seed: {per_seed}.")
     return "\n".join(lines) + summary, ratio
 
@@ -152,7 +152,7 @@ def label_table(a: argparse.Namespace, out: Path, pool: Path) -> str:
             metrics = torch.load(run_dir / "reward_model.pt", weights_only=True)["metrics"]
             stats.append([metrics["holdout_accuracy"], metrics["pearson"], metrics["spearman"]])
         s = np.array(stats)
-        rows.append(f"| {count:,} | " + " | ".join(f"{m:.3f} +- {d:.3f}" for m, d in zip(s.mean(0), s.std(0))) + " |")
+        rows.append(f"| {count:,} | " + " | ".join(f"{m:.3f} +- {d:.3f}" for m, d in zip(s.mean(0), s.std(0, ddof=1))) + " |")
     return "\n".join(["| labels | held-out accuracy | Pearson | Spearman |", "|---|---|---|---|", *rows])
 
 
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
                        "policies (uniformly random actions and checkpoints of the true-reward PPO run of seed "
                        f"{a.seeds[0]}); `rlrun algo=reward_model algo.segments_path=pool.npz algo.num_labels=N "
                        "seed=S`: 20% of the segments held out, N comparisons of training segments labelled by the "
-                       "deterministic synthetic labeler, an ensemble of 3 MLPs, 100 epochs. Mean +- std over seeds "
+                       "deterministic synthetic labeler, an ensemble of 3 MLPs, 100 epochs. Mean +- sample std over seeds "
                        f"{', '.join(map(str, a.seeds))}:")
     print(f"\n{settings_return}\n\n{table}\n\n{settings_labels}\n\n{labels}")
     if a.record:
