@@ -70,6 +70,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
+from rlrun.cli import RESUMABLE_KEYS
 from rlrun.run import read_scalars
 
 EXIT_BAD_INPUT = 2                   # exit status for bad input, as for rlrun and rlrun-eval
@@ -81,10 +82,9 @@ CONFIDENCE = 0.95                    # coverage of every confidence interval
 BOOTSTRAP_SEED = 0                   # seed of the bootstrap, so the same runs give the same intervals
 OUT_SUBDIR = "plots"                 # default output directory, inside the first DIR
 EVENT_GLOB = "events.out.tfevents.*"  # TensorBoard event file names
-# Config keys that do not change the experiment: the seed, a resumed run's origin, cuDNN
-# determinism, and what `rlrun resume=` may change (rlrun.cli.RESUMABLE_KEYS).
-NOT_EXPERIMENT_KEYS = ("seed", "resume", "torch_deterministic", "total_timesteps", "device", "torch_threads",
-                       "logging", "checkpoint", "eval")
+# Config keys that do not change the experiment: the seed, a resumed run's origin, the sweep's name, cuDNN
+# determinism, and what `rlrun resume=` may change.
+NOT_EXPERIMENT_KEYS = ("seed", "resume", "sweep_name", "torch_deterministic", *RESUMABLE_KEYS)
 X_AXES = {  # --x choice -> axis label naming the unit
     "steps": "agent steps (global_step, summed over vector envs)",
     "frames": "emulator frames (agent steps x preprocessing.frame_skip)",
