@@ -29,7 +29,6 @@ import csv
 import hashlib
 import importlib
 import json
-import logging
 import os
 import re
 import signal
@@ -177,15 +176,10 @@ def run_results(run_dir: Path, episodes: int) -> tuple[float | None, int]:
     """
     paths = checkpoint_paths(run_dir)
     steps = int(paths[-1].stem.split("_")[1]) if paths else 0
-    tensorboard_logger = logging.getLogger("tensorboard")
-    level = tensorboard_logger.level
-    tensorboard_logger.setLevel(logging.WARNING)  # its INFO lines ("No path found after ...") are not news
-    try:
+    try:  # read_scalars keeps tensorboard's own logging quiet
         returns = np.array([v for _, v, _ in read_scalars(run_dir).get("charts/episodic_return", [])])
     except FileNotFoundError:
         return None, steps
-    finally:
-        tensorboard_logger.setLevel(level)
     if returns.size == 0:
         return None, steps
     window = min(episodes, returns.size)
