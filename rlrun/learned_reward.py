@@ -263,6 +263,7 @@ class PreferenceFitter:
         self.obs = obs.copy() if self.obs is None else np.concatenate([self.obs, obs])
         self.actions = actions.copy() if self.actions is None else np.concatenate([self.actions, actions])
         self.pairs = np.concatenate([self.pairs, np.asarray(pairs, np.int64)])
+        self.samples = []  # the members' samples are drawn anew, over all pairs, at the next fit
         self.labels = np.concatenate([self.labels, np.asarray(labels, np.float32)])
 
     def resample(self) -> None:
@@ -276,7 +277,7 @@ class PreferenceFitter:
         added), then refit the normalization; returns the last epoch's mean loss per member and pair."""
         ensemble = self.ensemble
         ensemble.fit_obs_normalization(self.obs.reshape(-1, *self.obs.shape[2:]))
-        if sum(map(len, self.samples)) != len(self.pairs) * len(ensemble.members):
+        if not self.samples:
             self.resample()
         samples, n, k = self.samples, len(self.pairs), len(ensemble.members)
         device = ensemble.obs_mean.device
