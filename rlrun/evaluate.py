@@ -2,6 +2,7 @@
 
     rlrun-eval <run dir>                      # the newest valid checkpoint of a run
     rlrun-eval <run dir>/checkpoints/step_000000100000.pt --episodes 30 --epsilon 0 --video
+    rlrun-eval <run dir> --episodes 200 --save-demos demos.npz   # the episodes as demonstrations
 
 Defaults come from the checkpoint's config (``eval.episodes``, ``eval.epsilon``,
 ``eval.video``; the seed is ``seed + eval.seed_offset``). An episode is a whole
@@ -12,7 +13,9 @@ run directory::
     <run dir>/eval/events.out.tfevents.*  eval/episodic_return (each episode) and eval/mean_return at step N
     <run dir>/videos/step_<N>/episode_<i>.mp4   with --video
 
-where N is the checkpoint's global step, zero-padded like the checkpoint names.
+where N is the checkpoint's global step, zero-padded like the checkpoint names. With
+``--save-demos PATH`` the episodes' observations, actions and true rewards are also written to PATH
+as demonstrations (see :mod:`rlrun.demos`) for imitation learning and inverse RL.
 Bad input ends with one line on stderr and exit status 2, before anything is written.
 """
 
@@ -31,6 +34,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rlrun import algos
+from rlrun.demos import DemoRecorder, save_demos
 from rlrun.envs import VecEnv, make_vec_env
 from rlrun.envs.render import RecordEpisodeVideos, make_render_env
 from rlrun.run import CHECKPOINT_DIGITS, latest_checkpoint, load_checkpoint, resolve_device
@@ -85,8 +89,9 @@ def make_eval_env(cfg: DictConfig, video_dir: str | Path | None = None, episodes
     return make_render_env(cfg, wrapper=lambda env: RecordEpisodeVideos(env, video_dir, episodes))
 
 
-def play(env: VecEnv, act: Policy, episodes: int, seed: int) -> dict[str, Any]:
-    """Play ``episodes`` whole episodes on ``env`` (num_envs=1) from ``env.reset(seed)``.
+def play(env: VecEnv, act: Policy, episodes: int, seed: int, recorder: DemoRecorder | None = None) -> dict[str, Any]:
+    """Play ``episodes`` whole episodes on ``env`` (num_envs=1) from ``env.reset(seed)``; with a ``recorder``
+    every step's observation, action and true reward go into it.
 
     Returns:
         {"episodes": n, "returns": [float] raw returns, "lengths": [int] agent steps,
@@ -100,7 +105,10 @@ def play(env: VecEnv, act: Policy, episodes: int, seed: int) -> dict[str, Any]:
     obs = env.reset(seed=seed)
     finished: list[tuple[float, int]] = []
     while len(finished) < episodes:
-        step = env.step(act(obs))
+        actions = act(obs)
+        step = env.step(actions)
+        if recorder is not None:
+            recorder.add(obs, actions, float(step.reward[0]), bool(step.episode_end[0]))
         finished += step.episodes
         obs = step.obs
     returns = [float(r) for r, _ in finished]
@@ -110,7 +118,7 @@ def play(env: VecEnv, act: Policy, episodes: int, seed: int) -> dict[str, Any]:
 
 
 def evaluate(cfg: DictConfig, make_policy: Callable[[VecEnv], Policy], episodes: int, seed: int,
-             video_dir: str | Path | None = None) -> dict[str, Any]:
+             video_dir: str | Path | None = None, recorder: DemoRecorder | None = None) -> dict[str, Any]:
     """Play ``episodes`` whole episodes on one env built from ``cfg`` (see :func:`make_eval_env`).
 
     Args:
@@ -120,6 +128,7 @@ def evaluate(cfg: DictConfig, make_policy: Callable[[VecEnv], Policy], episodes:
         episodes: number of episodes (>= 1).
         seed: seed of the env.
         video_dir: if given, one MP4 per episode is written there (``episode_<i>.mp4``).
+        recorder: if given, records the episodes as demonstrations (see :func:`play`).
 
     Returns:
         The statistics of :func:`play`.
@@ -128,7 +137,7 @@ def evaluate(cfg: DictConfig, make_policy: Callable[[VecEnv], Policy], episodes:
         ValueError: if ``episodes`` < 1, or from ``make_policy``.
     """
     with closing(make_eval_env(cfg, video_dir, episodes)) as env:
-        return play(env, make_policy(env), episodes, seed)
+        return play(env, make_policy(env), episodes, seed, recorder)
 
 
 def find_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any], Path]:
@@ -168,7 +177,8 @@ def parse_device(name: str) -> torch.device:
 
 
 def evaluate_checkpoint(path: str | Path, episodes: int | None = None, epsilon: float | None = None,
-                        video: bool | None = None, seed: int | None = None, device: str = "auto") -> dict[str, Any]:
+                        video: bool | None = None, seed: int | None = None, device: str = "auto",
+                        save_demos_path: str | Path | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint and record the result in its run directory (what ``rlrun-eval`` does).
 
     Args:
@@ -176,9 +186,10 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, epsilon: 
         episodes, epsilon, video, seed: None takes the checkpoint config's ``eval``
             keys (the seed is ``seed + eval.seed_offset``).
         device: torch device for the network.
+        save_demos_path: if given, the episodes are also written there as demonstrations (.npz).
 
     Returns:
-        The statistics of :func:`play` plus "checkpoint", "global_step", "epsilon" (None for
+        The statistics of :func:`play` plus "demos" (the demonstrations file or None), "checkpoint", "global_step", "epsilon" (None for
         algorithms whose evaluation policy has none, e.g. PPO plays its mode), "policy" (in words),
         "seed", "video_dir" (None without video) and "json" (where they were written).
 
@@ -193,6 +204,11 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, epsilon: 
     if seed is not None and seed < 0:
         raise InputError(f"--seed={seed} is not allowed: expected an integer >= 0")
     torch_device = parse_device(device)
+    if save_demos_path is not None:
+        demos_dir = Path(save_demos_path).parent
+        if Path(save_demos_path).is_dir() or not demos_dir.is_dir():
+            raise InputError(f"--save-demos={save_demos_path} is not allowed: expected a file path in an existing "
+                             "directory, e.g. demos.npz")
     ckpt_path, payload, run_dir = find_checkpoint(path)
     cfg = OmegaConf.create(payload["config"])
     episodes = int(cfg.eval.episodes) if episodes is None else episodes
@@ -211,14 +227,20 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, epsilon: 
     name = f"step_{global_step:0{CHECKPOINT_DIGITS}d}"
     video_dir = run_dir / "videos" / name if video else None
 
+    recorder = None
+    if save_demos_path is not None:
+        from rlrun.envs import env_spaces
+
+        recorder = DemoRecorder(str(cfg.env.id), *env_spaces(cfg), source=str(ckpt_path))
     try:
         stats = evaluate(cfg, lambda env: make_act(cfg, payload, env, torch_device, epsilon or 0.0, seed), episodes,
-                         seed, video_dir)
+                         seed, video_dir, recorder)
     except ValueError as exc:
         raise InputError(f"{ckpt_path}: {exc}") from None
+    demos_path = None if recorder is None else str(save_demos(recorder.demos(), save_demos_path))
 
     result = {"checkpoint": str(ckpt_path), "global_step": global_step, "epsilon": epsilon, "policy": policy,
-              "seed": seed, **stats, "video_dir": None if video_dir is None else str(video_dir)}
+              "seed": seed, **stats, "demos": demos_path, "video_dir": None if video_dir is None else str(video_dir)}
     json_path = run_dir / "eval" / f"{name}.json"
     json_path.parent.mkdir(exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -255,17 +277,22 @@ def main(argv: list[str] | None = None) -> None:
                         help="seed of the env and the policy (default: seed + eval.seed_offset)")
     parser.add_argument("--device", default="auto", metavar="D",
                         help="torch device: auto (default), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--save-demos", metavar="PATH",
+                        help="also write the episodes (observations, actions, true rewards) to PATH (.npz) as "
+                        "demonstrations for algo=bc, dagger or maxent_irl")
     args = parser.parse_args(argv)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen: no display wanted, no warning
     try:
-        r = evaluate_checkpoint(args.path, args.episodes, args.epsilon, args.video, args.seed, args.device)
+        r = evaluate_checkpoint(args.path, args.episodes, args.epsilon, args.video, args.seed, args.device,
+                                args.save_demos)
     except InputError as exc:
         message = str(exc).splitlines()[0]  # torch's unpickling errors run over several lines
         print(f"rlrun-eval: {message}", file=sys.stderr, flush=True)
         sys.exit(EXIT_BAD_INPUT)
     print(f"rlrun-eval: step {r['global_step']}, {r['episodes']} episodes "
           f"({r['policy']}, seed {r['seed']}): return mean {r['mean']:.2f} std {r['std']:.2f} "
-          f"min {r['min']:g} max {r['max']:g}; written to {r['json']}", flush=True)
+          f"min {r['min']:g} max {r['max']:g}; written to {r['json']}"
+          + (f"; demonstrations written to {r['demos']}" if r["demos"] else ""), flush=True)
 
 
 if __name__ == "__main__":

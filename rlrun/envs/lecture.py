@@ -7,12 +7,15 @@
   learned by TD(1) and TD(0) and REINFORCE is run.
 * :class:`LinearFeatures`: random features with a known linear reward, which a reward model learned
   from preferences should recover (RLHF lecture).
+* :class:`GridWorld`: a grid of cells with features, a slip probability and a true reward linear in
+  the features, on which maximum-entropy inverse RL recovers an expert's reward and visitation
+  frequencies (imitation-learning lecture).
 
 They are registered as ``rlrun/RecyclingChain-v0``, ``rlrun/ExplorationTrap-v0``,
-``rlrun/NoisyRandomWalk-v0`` and ``rlrun/LinearFeatures-v0`` when ``rlrun.envs`` is imported, so ``env=recycling`` (or any
+``rlrun/NoisyRandomWalk-v0``, ``rlrun/LinearFeatures-v0`` and ``rlrun/GridWorld-v0`` when ``rlrun.envs`` is imported, so ``env=recycling`` (or any
 gymnasium code) builds them with ``gymnasium.make(id, **kwargs)``.
 
-The two discrete MDPs also describe themselves exactly (:meth:`RecyclingChain.model`), which
+The discrete MDPs (chain, trap, grid) also describe themselves exactly (:meth:`RecyclingChain.model`), which
 is what value iteration needs.
 """
 
@@ -304,11 +307,144 @@ class LinearFeatures(gym.Env):
         return self.x.copy(), reward, self.t >= self.horizon, False, {}
 
 
+GRID_MOVES = ((-1, 0), (0, 1), (1, 0), (0, -1), (0, 0))  # (d row, d col) of up, right, down, left, stay
+GRID_ACTION_NAMES = ("up", "right", "down", "left", "stay")
+
+
+class GridWorld(gym.Env):
+    """A grid of cells, each with a feature (a letter of ``feature_map``), and a true reward linear in the features.
+
+    The imitation-learning lecture's setting for maximum-entropy inverse RL (Ziebart et al. 2008): known
+    dynamics, state features phi(s) and a reward r(s) = w . phi(s). Here phi(s) is the one-hot vector of the
+    cell's letter among the keys of ``feature_rewards`` (in their order), and w their values.
+
+    Each step the agent acts in cell s and earns r(s); the action moves it one cell up, right, down or left,
+    or keeps it in place (stay). With probability ``slip_prob`` the action is replaced by one drawn
+    uniformly from all five. A move off the grid keeps the agent in place. There are no terminal states:
+    episodes end at the step limit (``env.max_episode_steps``, the horizon T).
+
+    Args:
+        size: (rows, cols), each >= 1.
+        feature_map: ``rows`` strings of ``cols`` letters, the feature of each cell (row 0 is the top).
+        feature_rewards: {letter: true reward}; every letter of the map must be a key.
+        slip_prob: probability in [0, 1] that the action is replaced by a uniformly random one.
+        start: [row, col] of the start cell, or None to start in a uniformly random cell.
+        one_hot: observe a (S,) float32 one-hot vector of the cell (for networks) instead of its index
+            row * cols + col (for tables).
+        render_mode: accepted for gymnasium's ``make``; this env does not render.
+
+    Observations: ``Discrete(S)`` cell indices, S = rows * cols, or their one-hot vectors. Actions:
+    ``Discrete(5)``: 0 up, 1 right, 2 down, 3 left, 4 stay.
+
+    Raises:
+        ValueError: a size below 1, a feature map that does not cover the grid (wrong number of rows or
+            letters per row, or a letter without a reward), a slip probability outside [0, 1] or a start
+            outside the grid; the message names what is wrong.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, size: Sequence[int] = (5, 5),
+                 feature_map: Sequence[str] = ("aaaab", "acaaa", "acaca", "aaaca", "daaaa"),
+                 feature_rewards: dict | None = None, slip_prob: float = 0.1, start: Sequence[int] | None = None,
+                 one_hot: bool = False, render_mode: str | None = None):
+        if len(size) != 2 or min(int(n) for n in size) < 1:
+            raise ValueError(f"size={list(size)} is not allowed: expected [rows, cols], each >= 1")
+        self.rows, self.cols = int(size[0]), int(size[1])
+        rewards = dict(feature_rewards if feature_rewards is not None else {"a": -0.1, "b": 1.0, "c": -1.0, "d": 0.5})
+        if not rewards:
+            raise ValueError("feature_rewards is empty: expected {letter: reward} for every letter of feature_map")
+        self.feature_names = [str(k) for k in rewards]
+        self.feature_weights = np.array([float(v) for v in rewards.values()], dtype=np.float64)
+        feature_map = [str(row) for row in feature_map]
+        if len(feature_map) != self.rows or any(len(row) != self.cols for row in feature_map):
+            shape = [len(row) for row in feature_map]
+            raise ValueError(f"feature_map has rows of lengths {shape}: the features do not cover the "
+                             f"{self.rows}x{self.cols} grid; expected {self.rows} strings of {self.cols} letters")
+        index = {name: i for i, name in enumerate(self.feature_names)}
+        cells = []
+        for r, row in enumerate(feature_map):
+            for c, letter in enumerate(row):
+                if letter not in index:
+                    raise ValueError(f"feature_map cell (row {r}, col {c}) has feature {letter!r}, which "
+                                     f"feature_rewards does not define: the features do not cover every state; "
+                                     f"expected one of {self.feature_names}")
+                cells.append(index[letter])
+        self.cell_features = np.array(cells, dtype=np.int64)  # (S,) feature index of each cell
+        if not 0.0 <= float(slip_prob) <= 1.0:
+            raise ValueError(f"slip_prob={slip_prob} is not allowed: expected a probability in [0, 1]")
+        self.slip_prob = float(slip_prob)
+        if start is not None and (len(start) != 2 or not (0 <= int(start[0]) < self.rows and 0 <= int(start[1]) < self.cols)):
+            raise ValueError(f"start={list(start)} is not allowed: expected [row, col] inside the "
+                             f"{self.rows}x{self.cols} grid, or null for a uniformly random cell")
+        self.start = None if start is None else int(start[0]) * self.cols + int(start[1])
+        self.num_states = self.rows * self.cols
+        self.one_hot = bool(one_hot)
+        self.action_space = spaces.Discrete(len(GRID_MOVES))
+        self.observation_space = (spaces.Box(0.0, 1.0, (self.num_states,), np.float32) if self.one_hot
+                                  else spaces.Discrete(self.num_states))
+        self._targets = np.array([[self._move(s, a) for a in range(len(GRID_MOVES))]
+                                  for s in range(self.num_states)])  # (S, 5) cell each move leads to
+        self.state = 0 if self.start is None else self.start
+
+    def _move(self, state: int, action: int) -> int:
+        r, c = divmod(state, self.cols)
+        dr, dc = GRID_MOVES[action]
+        if 0 <= r + dr < self.rows and 0 <= c + dc < self.cols:
+            return (r + dr) * self.cols + c + dc
+        return state
+
+    def state_features(self) -> np.ndarray:
+        """(S, D) float64 features phi(s): the one-hot vector of each cell's letter."""
+        return np.eye(len(self.feature_names))[self.cell_features]
+
+    def state_rewards(self) -> np.ndarray:
+        """(S,) float64 true rewards r(s) = w . phi(s)."""
+        return self.feature_weights[self.cell_features]
+
+    def initial_distribution(self) -> np.ndarray:
+        """(S,) float64 distribution of the first state."""
+        if self.start is None:
+            return np.full(self.num_states, 1.0 / self.num_states)
+        return np.eye(self.num_states)[self.start]
+
+    def _obs(self):
+        return _one_hot(self.state, self.num_states) if self.one_hot else self.state
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self.state = int(self.np_random.integers(self.num_states)) if self.start is None else self.start
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = float(self.feature_weights[self.cell_features[self.state]])
+        action = int(action)
+        if self.slip_prob > 0 and self.np_random.random() < self.slip_prob:
+            action = int(self.np_random.integers(len(GRID_MOVES)))
+        self.state = int(self._targets[self.state, action])
+        return self._obs(), reward, False, False, {}
+
+    def model(self) -> TabularModel:
+        """The exact model: P(s' | s, a) = (1 - slip) [s' = move(s, a)] + slip / 5 sum_b [s' = move(s, b)],
+        R(s, a) = r(s); no terminal states; ``start`` is the start cell (0 with a random start, see
+        :meth:`initial_distribution`)."""
+        S, A = self.num_states, len(GRID_MOVES)
+        transitions = np.zeros((S, A, S))
+        for s in range(S):
+            for a in range(A):
+                transitions[s, a, self._targets[s, a]] += 1.0 - self.slip_prob
+                for b in range(A):
+                    transitions[s, a, self._targets[s, b]] += self.slip_prob / A
+        rewards = np.repeat(self.state_rewards()[:, None], A, axis=1)
+        return TabularModel(transitions, rewards, np.zeros(S, dtype=bool), 0 if self.start is None else self.start)
+
+
 ENV_IDS = {  # gymnasium id -> class, registered by rlrun.envs
     "rlrun/RecyclingChain-v0": RecyclingChain,
     "rlrun/ExplorationTrap-v0": ExplorationTrap,
     "rlrun/NoisyRandomWalk-v0": NoisyRandomWalk,
     "rlrun/LinearFeatures-v0": LinearFeatures,
+    "rlrun/GridWorld-v0": GridWorld,
 }
 
 
