@@ -23,13 +23,21 @@ Two problems, chosen by ``env.max_episode_steps``:
   state it is LEFT with 3 steps left, to enter the wrapper state again, and RIGHT with 1), so
   the greedy policy that is played uses the Q_h of the steps actually left.
 
+With ``algo.soft=true`` the max over actions becomes a log-sum-exp, the soft Bellman backup
+
+    Q(s, a) = R(s, a) + gamma * sum_s' P(s' | s, a) * log sum_a' exp Q(s', a'),
+
+whose policy pi(a | s) = exp(Q(s, a) - V(s)) is the maximum-entropy (soft-optimal) policy of the reward
+(Ziebart et al. 2008, 2010): the expert whose demonstrations maximum-entropy inverse RL explains exactly.
+Its checkpoints play by sampling from pi (seeded) instead of the greedy action.
+
 ``global_step`` counts Bellman sweeps over all states (H of them with a step limit);
 ``total_timesteps`` is not used.
 
 Writes into the run directory (one row per state of the model, which may include states the env
 never shows, e.g. the trap's terminal copy of its one state, index 1):
   q_table.csv        state, then one column per action: Q* (with a step limit: Q_H, all steps left)
-  v_table.csv        state, value: V*(s) = max_a Q*(s, a)
+  v_table.csv        state, value: V*(s) = max_a Q*(s, a) (soft: log sum_a exp Q(s, a))
   policy.csv         state, action, action_name: the greedy action (lowest index on ties; 0 in terminal states)
   policy_by_steps_left.csv   with a step limit only: state, then the greedy action for H, H-1, ..., 1 steps left
   optimal_return.csv start_state, horizon, gamma, optimal_return (V* of the start state), sweeps, converged
@@ -48,17 +56,19 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, open_dict
 
-from rlrun.config import check_int, check_number, fail
+from rlrun.config import check_bool, check_int, check_number, fail
 from rlrun.envs import check_gamma, probe_env, tabular_model
 from rlrun.envs.lecture import TabularModel
 from rlrun.run import Run, set_rng_state
 
+EVAL_POLICY = "the greedy policy (with algo.soft, samples of the soft-optimal one)"  # what rlrun-eval plays
 ACTION_NAMES = {  # unwrapped env class -> its action names, for CSV headers (others get a0, a1, ...)
     "RecyclingChain": ("left", "right"),
     "NoisyRandomWalk": ("left", "right"),
     "FrozenLakeEnv": ("left", "down", "right", "up"),
     "CliffWalkingEnv": ("up", "right", "down", "left"),
     "TaxiEnv": ("south", "north", "east", "west", "pickup", "dropoff"),
+    "GridWorld": ("up", "right", "down", "left", "stay"),
 }
 
 
@@ -68,6 +78,7 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, a + "tolerance", low=0, low_open=True)
     max_iterations = check_int(cfg, a + "max_iterations", low=1)
     check_int(cfg, a + "eval_max_episode_steps", low=1)
+    check_bool(cfg, a + "soft")
     tabular_model(cfg)  # the env must have discrete states and a model (names env otherwise)
     check_gamma(cfg)
     horizon = cfg.env.max_episode_steps
@@ -76,18 +87,36 @@ def validate(cfg: DictConfig) -> None:
              "iteration (a step limit H is solved exactly by H sweeps), or raise algo.max_iterations")
 
 
-def bellman_backup(q: np.ndarray, model: TabularModel, gamma: float) -> np.ndarray:
+def soft_value(q: np.ndarray) -> np.ndarray:
+    """(..., A) Q-values -> (...) log sum_a exp Q(..., a), computed stably."""
+    top = q.max(axis=-1)
+    return top + np.log(np.exp(q - top[..., None]).sum(axis=-1))
+
+
+def soft_policy(q: np.ndarray) -> np.ndarray:
+    """(..., A) Q-values -> (..., A) the maximum-entropy policy exp(Q - log sum exp Q)."""
+    return np.exp(q - soft_value(q)[..., None])
+
+
+def initial_q(model: TabularModel, soft: bool) -> np.ndarray:
+    """(S, A) float64 Q_0 whose value is 0 in every state (no steps left, nothing to earn): zeros, or -log A
+    for soft backups (log sum_a exp(-log A) = 0), so that Q_1 = R exactly with a step limit."""
+    return np.full(model.rewards.shape, -np.log(model.rewards.shape[1]) if soft else 0.0)
+
+
+def bellman_backup(q: np.ndarray, model: TabularModel, gamma: float, soft: bool = False) -> np.ndarray:
     """One sweep of the Bellman optimality backup over every state and action.
 
     Args:
         q: (S, A) float64, the current estimate (or Q_{h-1} with h-1 steps left).
         model: the MDP; terminal states are worth 0.
         gamma: discount in [0, 1].
+        soft: back up log sum_a' exp q(s', a') (the soft backup) instead of max_a' q(s', a').
 
     Returns:
         (S, A) float64, R(s, a) + gamma * sum_s' P(s'|s, a) max_a' q(s', a'); rows of terminal states are 0.
     """
-    v = q.max(axis=1)
+    v = soft_value(q) if soft else q.max(axis=1)
     v[model.terminal] = 0.0
     new = model.rewards + gamma * (model.transitions @ v)
     new[model.terminal] = 0.0
@@ -95,17 +124,17 @@ def bellman_backup(q: np.ndarray, model: TabularModel, gamma: float) -> np.ndarr
 
 
 def solve(model: TabularModel, gamma: float, tolerance: float, max_iterations: int,
-          horizon: int | None = None) -> tuple[np.ndarray, int, bool]:
+          horizon: int | None = None, soft: bool = False) -> tuple[np.ndarray, int, bool]:
     """Value iteration without a run (what :func:`train` computes): Q*, or Q_H with a step limit ``horizon``.
 
     Returns:
         (S, A) float64 Q-table, the number of sweeps, and whether it converged (residual below
         ``tolerance``; with a horizon: all H sweeps done, or an exact fixed point reached earlier).
     """
-    q = np.zeros_like(model.rewards, dtype=np.float64)
+    q = initial_q(model, soft)
     limit = max_iterations if horizon is None else min(horizon, max_iterations)
     for sweep in range(1, limit + 1):
-        new = bellman_backup(q, model, gamma)
+        new = bellman_backup(q, model, gamma, soft)
         residual = float(np.abs(new - q).max())
         q = new
         if (residual < tolerance) if horizon is None else residual == 0.0:
@@ -154,7 +183,7 @@ def train(cfg: DictConfig, run: Run) -> float:
     from rlrun.evaluate import evaluate  # evaluate imports the algorithm registry
 
     gamma, tolerance = float(cfg.algo.gamma), float(cfg.algo.tolerance)
-    max_iterations = int(cfg.algo.max_iterations)
+    max_iterations, soft = int(cfg.algo.max_iterations), bool(cfg.algo.get("soft", False))
     model = tabular_model(cfg)
     num_states, num_actions = model.rewards.shape
     names = action_names(cfg, num_actions)
@@ -162,11 +191,11 @@ def train(cfg: DictConfig, run: Run) -> float:
     limit = max_iterations if horizon is None else horizon
 
     def checkpoint_state() -> dict:
-        return {"q_table": torch.from_numpy(q.copy()), "horizon": horizon, "converged": converged,
+        return {"q_table": torch.from_numpy(q.copy()), "horizon": horizon, "converged": converged, "soft": soft,
                 "evaluated": evaluated,
                 "q_by_steps_left": torch.from_numpy(np.stack(by_steps_left)) if by_steps_left else None}
 
-    q = np.zeros((num_states, num_actions))
+    q = initial_q(model, soft)
     by_steps_left: list[np.ndarray] = []  # with a step limit: Q_1, Q_2, ... (index h-1 = h steps left)
     sweep, converged, evaluated, residual = 0, False, False, float("nan")
     if run.restored is not None:
@@ -179,7 +208,7 @@ def train(cfg: DictConfig, run: Run) -> float:
 
     while not converged and sweep < limit:
         # ALGO LOGIC: one Bellman optimality backup of every (state, action)
-        new = bellman_backup(q, model, gamma)
+        new = bellman_backup(q, model, gamma, soft)
         residual = float(np.abs(new - q).max())
         q = new
         sweep += 1
@@ -198,7 +227,7 @@ def train(cfg: DictConfig, run: Run) -> float:
         print(f"rlrun: value iteration stopped after algo.max_iterations={max_iterations} sweeps with a Bellman "
               f"residual of {residual:.3g} (algo.tolerance={tolerance:g}); the tables are approximate", flush=True)
 
-    v = q.max(axis=1)
+    v = soft_value(q) if soft else q.max(axis=1)
     optimal_return = float(v[model.start])
     write_tables(run, q, names)
     run.write_csv("v_table.csv", ["state", "value"], [[s, float(x)] for s, x in enumerate(v)])
@@ -225,34 +254,52 @@ def train(cfg: DictConfig, run: Run) -> float:
     return run.mean_return()
 
 
-def make_policy(cfg: DictConfig, state: dict, envs, device: torch.device, epsilon: float, seed: int):
-    """The greedy policy of a value-iteration checkpoint (``epsilon``, ``device`` and ``seed`` are unused).
+def state_indices(obs: np.ndarray, space: gym.Space) -> np.ndarray:
+    """(N,) int64 state indices of a batch of observations: Discrete indices as they are, one-hot vectors
+    (the lecture envs' ``one_hot``) by their argmax."""
+    if isinstance(space, gym.spaces.Discrete):
+        return np.asarray(obs, dtype=np.int64).reshape(len(obs))
+    return np.asarray(obs).reshape(len(obs), -1).argmax(axis=1)
 
-    Without a step limit: argmax_a Q*(s, a). With a step limit H: argmax_a Q_h(s, a) for the h = H - t
+
+def make_policy(cfg: DictConfig, state: dict, envs, device: torch.device, epsilon: float, seed: int):
+    """The policy of a value-iteration checkpoint (``epsilon`` and ``device`` are unused): greedy, or with
+    ``algo.soft`` the soft-optimal policy, sampling a ~ exp(Q(s, a) - V(s)) with a generator seeded by ``seed``.
+
+    Without a step limit it acts on Q*(s, ·). With a step limit H it acts on Q_h(s, ·) for the h = H - t
     steps left after the t steps the env has taken in its current episode (read from the VecEnv's
     episode lengths; where it keeps none, all H steps are assumed left).
 
     Returns:
-        ``act(obs)``: (N,) int64 state indices to (N,) int64 actions.
+        ``act(obs)``: (N,) int64 state indices (or (N, S) one-hot vectors) to (N,) int64 actions.
 
     Raises:
-        ConfigError: if the env does not observe state indices of the checkpoint's table.
+        ConfigError: if the env observes neither state indices nor one-hot vectors of the checkpoint's table.
     """
     q = state["q_table"].numpy()
+    space = envs.single_observation_space
     # a model may have states the env never shows (the trap's terminal copy of its one state)
-    if not (isinstance(envs.single_observation_space, gym.spaces.Discrete)
-            and int(envs.single_observation_space.n) <= q.shape[0]):
-        fail("env", cfg.env.name, f"an env with at most {q.shape[0]} discrete states for this Q-table "
-             f"(it has {envs.single_observation_space})")
+    size = int(space.n) if isinstance(space, gym.spaces.Discrete) else (
+        int(space.shape[0]) if isinstance(space, gym.spaces.Box) and len(space.shape) == 1 else None)
+    if size is None or size > q.shape[0]:
+        fail("env", cfg.env.name, f"an env with at most {q.shape[0]} discrete states (indices or one-hot vectors) "
+             f"for this Q-table (it has {space})")
     stack = None if state.get("q_by_steps_left") is None else state["q_by_steps_left"].numpy()
     horizon = state.get("horizon")
+    rng = np.random.default_rng(seed)
+
+    def choose(values: np.ndarray) -> np.ndarray:
+        if not state.get("soft", False):
+            return greedy(values)
+        cumulative = soft_policy(values).cumsum(axis=1)
+        return np.minimum((cumulative < rng.random((len(values), 1))).sum(axis=1), values.shape[1] - 1)
 
     def act(obs: np.ndarray) -> np.ndarray:
-        s = np.asarray(obs, dtype=np.int64).reshape(len(obs))
+        s = state_indices(obs, space)
         if stack is None:
-            return greedy(q[s])
+            return choose(q[s])
         steps_done = envs.episode_lengths
         steps_left = np.clip(horizon - steps_done, 1, len(stack))
-        return greedy(stack[steps_left - 1, s])
+        return choose(stack[steps_left - 1, s])
 
     return act
