@@ -23,6 +23,7 @@ import contextlib
 import csv
 import datetime
 import io
+import itertools
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,16 @@ SLIDE_SAMPLES = [(0.0, "R", -7), (0.3, "R", -6), (1.6, "L", -5), (0.2, "R", -4),
                  (2.1, "R", -1)]  # the "Calculate gradient estimate" slide: (x, action, Q)
 SLIDE_GRADIENT = (2.1, -7.0)  # by hand: sum_t Q_t * 0.5 * (+-1) * (x_t, 1) at w = b = 0
 RLHF = "RLHF (seeds/001)"
+IMITATION = "Imitation learning (seeds/001)"
+MAXENT_GRID = dict(size=(2, 2), feature_map=["ab", "ca"], feature_rewards={"a": 0.1, "b": 1.0, "c": -0.5},
+                   slip_prob=0.0, start=(0, 0))  # a deterministic 2x2 grid: 5^3 = 125 trajectories of 3 steps
+MAXENT_HORIZON = 3
+MAXENT_PERTURBATIONS = 1000  # random feasible distributions compared with exp(R)/Z
+MAXENT_SEED = 0
+GRADIENT_HORIZON = 20  # the default gridworld's horizon
+GRADIENT_EPISODES = 200  # demonstrations sampled from the soft-optimal expert for the gradient check
+GRADIENT_EPS = 1e-6  # central finite-difference step
+EXPERT_DEMOS = 1000  # episodes of the soft-optimal expert turned into demonstrations
 PIZZA_EQUAL = 20.0  # the lecture's reward for either pizza when she does not mind which
 PIZZA_DEEP_DISH, PIZZA_FLAT = 100.0, 10.0  # the lecture's rewards when she likes deep dish much more
 PIZZA_GUESSES = (0.9, 0.95)  # the lecture's guess of P(deep dish preferred) for 100 vs 10
@@ -266,6 +277,130 @@ def check_linear_reward(dirs: list[Path]) -> tuple[str, bool]:
             f"({', '.join(f'{v:g}' for v in cfg_weights)}), cosine {cosine:.4f}", pearson > 0.95 and cosine > 0.99)
 
 
+def trajectory_table(env, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every action sequence of a deterministic gridworld from its start: (feature counts f(tau) (K, D), and
+    the states visited (K, T)), K = 5^T."""
+    model, phi = env.model(), env.state_features()
+    counts, visited = [], []
+    for actions in itertools.product(range(model.rewards.shape[1]), repeat=horizon):
+        s, states = env.start, []
+        for a in actions:
+            states.append(s)
+            s = int(np.argmax(model.transitions[s, a]))
+        visited.append(states)
+        counts.append(phi[states].sum(0))
+    return np.array(counts), np.array(visited)
+
+
+def entropy(p: np.ndarray) -> float:
+    return float(-np.sum(p * np.log(np.maximum(p, 1e-300))))
+
+
+def maxent_exp_distribution() -> tuple[str, bool]:
+    from scipy.linalg import null_space
+
+    from rlrun.algos.maxent_irl import soft_value_iteration
+    from rlrun.algos.value_iteration import soft_policy
+    from rlrun.envs.lecture import GridWorld
+
+    env = GridWorld(**MAXENT_GRID)
+    counts, visited = trajectory_table(env, MAXENT_HORIZON)
+    exp_r = np.exp(counts @ env.feature_weights)
+    gibbs = exp_r / exp_r.sum()  # P(tau) = exp(R(tau)) / Z, matching its own feature counts
+    # feasible directions keep sum p = 1 and E_p[f] fixed: the null space of the constraints' normals
+    directions = null_space(np.vstack([np.ones(len(counts)), counts.T]))
+    # stationarity of the Lagrangian: grad H = -(log p + 1) has no component along any feasible direction
+    stationarity = float(np.abs(directions.T @ -(np.log(gibbs) + 1.0)).max())
+    # and H is strictly concave: every other feasible distribution has lower entropy
+    rng = np.random.default_rng(MAXENT_SEED)
+    losses = []
+    for _ in range(MAXENT_PERTURBATIONS):
+        step = directions @ rng.normal(size=directions.shape[1])
+        step *= rng.uniform(0.05, 1.0) * np.min(gibbs[step < 0] / -step[step < 0])  # stay inside p >= 0
+        losses.append(entropy(gibbs) - entropy(gibbs + step))
+    # the soft-optimal policy (soft value iteration) generates exactly that distribution
+    q, _ = soft_value_iteration(env.state_rewards(), env.model(), MAXENT_HORIZON)
+    policy = soft_policy(q)
+    actions = np.array(list(itertools.product(range(policy.shape[2]), repeat=MAXENT_HORIZON)))
+    policy_probs = np.prod([policy[t, visited[:, t], actions[:, t]] for t in range(MAXENT_HORIZON)], axis=0)
+    policy_gap = float(np.abs(policy_probs - gibbs).max())
+    text = (f"{len(counts)} trajectories of a deterministic 2x2 gridworld (3 steps), P = exp(R)/Z: the entropy's "
+            f"gradient along the {directions.shape[1]} feasible directions (same total, same feature counts) is at most "
+            f"{stationarity:.1e}; {MAXENT_PERTURBATIONS} random feasible distributions all have lower entropy (by "
+            f"{min(losses):.1e} to {max(losses):.2f} nats); the soft value iteration policy generates exp(R)/Z "
+            f"within {policy_gap:.1e}")
+    return text, stationarity < EXACT and min(losses) > 0 and policy_gap < EXACT
+
+
+def maxent_gradient_identity() -> tuple[str, bool]:
+    from rlrun.algos.maxent_irl import expert_statistics, log_likelihood, soft_value_iteration, visitation_frequencies
+    from rlrun.algos.value_iteration import soft_policy
+    from rlrun.envs.lecture import GridWorld
+
+    env = GridWorld()  # 5x5, slip 0.1
+    model, phi, horizon = env.model(), env.state_features(), GRADIENT_HORIZON
+    rng = np.random.default_rng(0)
+    q_true, _ = soft_value_iteration(env.state_rewards(), model, horizon)
+    policy = soft_policy(q_true)
+    episodes = []  # demonstrations sampled from the soft-optimal expert of the true reward
+    for _ in range(GRADIENT_EPISODES):
+        s = int(rng.choice(25, p=env.initial_distribution()))
+        states, acts = [], []
+        for t in range(horizon):
+            a = int(rng.choice(5, p=policy[t, s]))
+            states.append(s)
+            acts.append(a)
+            s = int(rng.choice(25, p=model.transitions[s, a]))
+        episodes.append((np.array(states), np.array(acts)))
+    start, expert_visits = expert_statistics(episodes, 25)
+    theta = rng.normal(size=phi.shape[1])
+
+    def likelihood(w: np.ndarray) -> float:
+        r = phi @ w
+        return log_likelihood(r, soft_value_iteration(r, model, horizon)[1], episodes)
+
+    q, _ = soft_value_iteration(phi @ theta, model, horizon)
+    analytic = phi.T @ expert_visits - phi.T @ visitation_frequencies(soft_policy(q), model, start).sum(0)
+    numeric = np.array([(likelihood(theta + GRADIENT_EPS * e) - likelihood(theta - GRADIENT_EPS * e)) / (2 * GRADIENT_EPS)
+                        for e in np.eye(len(theta))])
+    error = float(np.abs(analytic - numeric).max())
+    text = (f"5x5 gridworld (slip 0.1, horizon 20), {GRADIENT_EPISODES} expert demonstrations, random theta: "
+            f"f_E - f_theta = ({', '.join(f'{v:.4f}' for v in analytic)}), central differences "
+            f"({', '.join(f'{v:.4f}' for v in numeric)}), largest difference {error:.1e}")
+    return text, error < 1e-6
+
+
+def prepare_soft_expert(out_dir: Path) -> list[str]:
+    """Train lecture/gridworld_soft_expert into ``out_dir`` and save EXPERT_DEMOS of its episodes; returns the
+    override that gives them to maxent_irl."""
+    from rlrun.evaluate import evaluate_checkpoint
+
+    expert = out_dir / "gridworld_soft_expert"
+    run_experiment("gridworld_soft_expert", expert, [])
+    evaluate_checkpoint(expert, episodes=EXPERT_DEMOS, save_demos_path=expert / "demos.npz")
+    return [f"algo.demos={expert / 'demos.npz'}"]
+
+
+def check_maxent_irl(dirs: list[Path]) -> tuple[str, bool]:
+    from rlrun.algos.maxent_irl import visitation_frequencies
+    from rlrun.algos.value_iteration import soft_policy
+    from rlrun.envs.lecture import GridWorld
+    from rlrun.run import latest_checkpoint
+
+    _, ckpt = latest_checkpoint(dirs[0].parent / "gridworld_soft_expert")
+    env = GridWorld()
+    q_by_time = ckpt["q_by_steps_left"].numpy()[::-1]
+    exact = visitation_frequencies(soft_policy(q_by_time), env.model(), env.initial_distribution()).sum(0) / len(q_by_time)
+    header, table = read_csv(dirs[0] / "visitation.csv")
+    learned = table[:, header.index("learned")]
+    gap = float(np.abs(learned - exact).max())
+    pearson = scalars(dirs[0], "irl/true_reward_pearson")[-1][1]
+    steps = len(scalars(dirs[0], "irl/feature_count_gap"))
+    return (f"after {steps} gradient steps, learned visitation frequencies per step within {gap:.1e} of the "
+            f"expert's exact ones (largest state {exact.max():.3f}); learned and true rewards correlate at "
+            f"{pearson:.4f}", gap < 1e-2)
+
+
 # the reward of configs/env/linear_features.yaml: weights of the 4 features and the 2 actions' rewards
 LINEAR_FEATURE_WEIGHTS = [1.0, -2.0, 0.5, 0.0]
 LINEAR_ACTION_REWARDS = [0.0, 1.0]
@@ -283,6 +418,9 @@ class Result:
         check: reads the experiments' run directories -> (what was reproduced, whether it matches).
         criterion: what "matches" means for this row, in words.
         quick: overrides that shrink the experiments' budgets under ``--quick`` (empty: run in full).
+        prepare: runs what the experiments need first (an expert and its demonstrations) in the output
+            directory and returns overrides for the experiments (their paths).
+        commands: the commands the table shows when they are more than the experiments (with ``prepare``).
     """
 
     name: str
@@ -293,8 +431,12 @@ class Result:
     criterion: str = ""
     compute: Callable[[], tuple[str, bool]] | None = None
     quick: list[str] = field(default_factory=list)
+    prepare: Callable[[Path], list[str]] | None = None
+    commands: list[str] = field(default_factory=list)
 
     def command(self) -> str:
+        if self.commands:
+            return "<br>".join(self.commands)
         if not self.experiments:
             return f"python scripts/reproduce_lectures.py --only {self.name}"
         return "<br>".join(f"rlrun +experiment=lecture/{e}" for e in self.experiments)
@@ -380,6 +522,28 @@ RESULTS = [
            ["linear_reward_preferences"], check_linear_reward,
            criterion="Pearson correlation of predicted and true returns of held-out segments above 0.95 and "
            "cosine similarity of recovered and true weights above 0.99", quick=["algo.epochs=50"]),
+    Result("maxent_exp_distribution", IMITATION,
+           "Maximum entropy: among trajectory distributions that match the expert's feature counts, the one of "
+           "largest entropy is P(tau) proportional to exp(R(tau)) (the Lagrangian's stationarity condition); the "
+           "soft-optimal policy generates it.", compute=maxent_exp_distribution,
+           criterion="exp(R)/Z is a stationary point of the entropy on the constraint set (gradient along feasible "
+           "directions below 1e-12) and beats every sampled feasible distribution; the soft policy's trajectory "
+           "probabilities equal it within 1e-12"),
+    Result("maxent_gradient_identity", IMITATION,
+           "The gradient of the demonstrations' log-likelihood, sum_i R(tau_i) - N log Z, is the expert's feature "
+           "counts minus the expected feature counts (the latter by dynamic programming with the known dynamics).",
+           compute=maxent_gradient_identity, criterion="every component equal to central finite differences "
+           "within 1e-6"),
+    Result("gridworld_maxent_irl", IMITATION,
+           "Maximum-entropy IRL (Ziebart et al. 2008): soft value iteration, forward dynamic programming for the "
+           "state-visitation frequencies and the gradient, repeated until feature counts match, recovers the "
+           "expert's state-visitation frequencies (here from 1,000 demonstrations of a soft-optimal expert on a "
+           "5x5 gridworld with slip 0.1).", ["gridworld_maxent_irl"], check_maxent_irl,
+           criterion="learned visitation frequencies per step within 1e-2 of the expert's exact ones",
+           prepare=prepare_soft_expert,
+           commands=["rlrun +experiment=lecture/gridworld_soft_expert hydra.run.dir=expert",
+                     "rlrun-eval expert --episodes 1000 --save-demos expert/demos.npz",
+                     "rlrun +experiment=lecture/gridworld_maxent_irl algo.demos=expert/demos.npz"]),
 ]
 
 
@@ -403,10 +567,15 @@ def reproduce(result: Result, out_dir: Path, quick: bool) -> tuple[str, bool, bo
         start = time.perf_counter()
         text, ok = result.compute()
         return text, ok, False, time.perf_counter() - start
-    dirs, seconds = [], 0.0
+    dirs, seconds, extra = [], 0.0, []
+    if result.prepare is not None:
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            extra = result.prepare(out_dir)
+        seconds += time.perf_counter() - start
     for name in result.experiments:
         run_dir = out_dir / name
-        seconds += run_experiment(name, run_dir, result.quick if shrunk else [])
+        seconds += run_experiment(name, run_dir, [*extra, *(result.quick if shrunk else [])])
         dirs.append(run_dir)
     text, ok = result.check(dirs)
     return text, ok, shrunk, seconds
