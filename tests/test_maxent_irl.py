@@ -350,3 +350,14 @@ def test_soft_value_iteration_checkpoint_samples_its_soft_policy(soft_expert):
     observed = np.bincount(first, minlength=5) / len(first)
     np.testing.assert_allclose(observed, expected, atol=0.05)
     assert lecture.GRID_ACTION_NAMES == ("up", "right", "down", "left", "stay")
+
+
+def test_maxent_irl_resume_gives_the_same_scalars_and_reward(soft_expert, stop_and_resume, tmp_path):
+    root, _ = soft_expert
+    overrides = ("algo=maxent_irl", "env=gridworld", f"algo.demos={root / 'demos.npz'}", "checkpoint.interval=5",
+                 *QUIET)
+    whole, split, ckpt = stop_and_resume(overrides, 30)
+    assert ckpt["global_step"] == 30 and len(whole["irl/feature_count_gap"]) > 30
+    for tag in whole:
+        assert split[tag] == whole[tag], tag
+    assert (tmp_path / "split" / "reward.csv").read_text() == (tmp_path / "whole" / "reward.csv").read_text()
