@@ -16,14 +16,16 @@ ENVS = sorted(p.stem for p in (CONFIGS / "env").glob("*.yaml") if p.stem not in 
 ALGOS = sorted(p.stem for p in (CONFIGS / "algo").glob("*.yaml"))
 CONTINUOUS_ENVS = {"halfcheetah", "hopper"}
 PIXEL_ENVS = {"breakout", "pong"}
-INDEX_STATE_ENVS = {"recycling", "trap", "gridworld"}  # observations are state indices (env.kwargs.one_hot=false)
+INDEX_STATE_ENVS = {"recycling", "trap", "gridworld", "gridworld_corridor"}  # observations are state indices (env.kwargs.one_hot=false)
 TABULAR_ALGOS = {"value_iteration", "q_learning"}
 
 
 def expected_refusal(env: str, algo: str) -> str | None:
     """The start of the ConfigError validate() must raise for (env, algo) at their defaults, or None."""
-    if algo == "maxent_irl":  # its demonstrations have no default
+    if algo in ("maxent_irl", "bc"):  # their demonstrations have no default
         return "algo.demos=None is not allowed: expected the path of a demonstrations .npz"
+    if algo == "dagger":  # nor has its expert
+        return "algo.expert is null: a DAgger run needs an expert"
     if algo == "dqn" and env in CONTINUOUS_ENVS:
         return "algo='dqn' is not allowed: expected an algorithm for continuous"
     if algo in TABULAR_ALGOS and env not in INDEX_STATE_ENVS:
