@@ -57,6 +57,10 @@ GRADIENT_HORIZON = 20  # the default gridworld's horizon
 GRADIENT_EPISODES = 200  # demonstrations sampled from the soft-optimal expert for the gradient check
 GRADIENT_EPS = 1e-6  # central finite-difference step
 EXPERT_DEMOS = 1000  # episodes of the soft-optimal expert turned into demonstrations
+CORRIDOR_DEMOS = 3  # expert episodes behavior cloning gets on the race track (DAgger's round 0 plays as many)
+CORRIDOR_EVAL_EPISODES = 100  # episodes per evaluation of the expert and the learners (slips make returns noisy)
+DAGGER_NEAR_EXPERT = 1.0  # DAgger's final return at least the expert's minus this (seeds 1-10: 0.2 to 1.1 below)
+BC_DRIFT = 3.0  # behavior cloning's return at most the expert's minus this (seeds 1-10: 4.7 to 10.6 below)
 PIZZA_EQUAL = 20.0  # the lecture's reward for either pizza when she does not mind which
 PIZZA_DEEP_DISH, PIZZA_FLAT = 100.0, 10.0  # the lecture's rewards when she likes deep dish much more
 PIZZA_GUESSES = (0.9, 0.95)  # the lecture's guess of P(deep dish preferred) for 100 vs 10
@@ -370,7 +374,7 @@ def maxent_gradient_identity() -> tuple[str, bool]:
     return text, error < 1e-6
 
 
-def prepare_soft_expert(out_dir: Path) -> list[str]:
+def prepare_soft_expert(out_dir: Path) -> dict[str, list[str]]:
     """Train lecture/gridworld_soft_expert into ``out_dir`` and save EXPERT_DEMOS of its episodes; returns the
     override that gives them to maxent_irl."""
     from rlrun.evaluate import evaluate_checkpoint
@@ -378,7 +382,36 @@ def prepare_soft_expert(out_dir: Path) -> list[str]:
     expert = out_dir / "gridworld_soft_expert"
     run_experiment("gridworld_soft_expert", expert, [])
     evaluate_checkpoint(expert, episodes=EXPERT_DEMOS, save_demos_path=expert / "demos.npz")
-    return [f"algo.demos={expert / 'demos.npz'}"]
+    return {"gridworld_maxent_irl": [f"algo.demos={expert / 'demos.npz'}"]}
+
+
+def prepare_corridor_expert(out_dir: Path) -> dict[str, list[str]]:
+    """Train lecture/gridworld_corridor_expert, save CORRIDOR_DEMOS of its episodes for behavior cloning and
+    evaluate it on EVAL_EPISODES (its eval/ JSON is the expert's return); returns bc's and dagger's overrides."""
+    from rlrun.evaluate import evaluate_checkpoint
+
+    expert = out_dir / "gridworld_corridor_expert"
+    run_experiment("gridworld_corridor_expert", expert, [])
+    evaluate_checkpoint(expert, episodes=CORRIDOR_DEMOS, save_demos_path=expert / "demos.npz")
+    evaluate_checkpoint(expert, episodes=CORRIDOR_EVAL_EPISODES)
+    return {"gridworld_bc": [f"algo.demos={expert / 'demos.npz'}"], "gridworld_dagger": [f"algo.expert={expert}"]}
+
+
+def check_bc_dagger(dirs: list[Path]) -> tuple[str, bool]:
+    import json
+
+    expert_json = sorted((dirs[0].parent / "gridworld_corridor_expert" / "eval").glob("step_*.json"))[-1]
+    expert = json.loads(expert_json.read_text())["mean"]
+    bc = scalars(dirs[0], "charts/episodic_return")
+    dagger = scalars(dirs[1], "charts/episodic_return")
+    bc_return = float(np.mean([v for _, v in bc]))
+    last_step = dagger[-1][0]
+    dagger_return = float(np.mean([v for s, v in dagger if s == last_step]))
+    by_round = [float(np.mean([v for s, v in dagger if s == step])) for step in sorted({s for s, _ in dagger})]
+    text = (f"mean true return over {CORRIDOR_EVAL_EPISODES} episodes: expert {expert:.2f}; behavior cloning on "
+            f"{CORRIDOR_DEMOS} expert episodes {bc_return:.2f}; DAgger by round "
+            f"{', '.join(f'{v:.2f}' for v in by_round)}")
+    return text, dagger_return >= expert - DAGGER_NEAR_EXPERT and bc_return <= expert - BC_DRIFT
 
 
 def check_maxent_irl(dirs: list[Path]) -> tuple[str, bool]:
@@ -419,7 +452,7 @@ class Result:
         criterion: what "matches" means for this row, in words.
         quick: overrides that shrink the experiments' budgets under ``--quick`` (empty: run in full).
         prepare: runs what the experiments need first (an expert and its demonstrations) in the output
-            directory and returns overrides for the experiments (their paths).
+            directory and returns overrides for each experiment (their paths), by experiment name.
         commands: the commands the table shows when they are more than the experiments (with ``prepare``).
     """
 
@@ -431,7 +464,7 @@ class Result:
     criterion: str = ""
     compute: Callable[[], tuple[str, bool]] | None = None
     quick: list[str] = field(default_factory=list)
-    prepare: Callable[[Path], list[str]] | None = None
+    prepare: Callable[[Path], dict[str, list[str]]] | None = None
     commands: list[str] = field(default_factory=list)
 
     def command(self) -> str:
@@ -544,6 +577,18 @@ RESULTS = [
            commands=["rlrun +experiment=lecture/gridworld_soft_expert hydra.run.dir=expert",
                      "rlrun-eval expert --episodes 1000 --save-demos expert/demos.npz",
                      "rlrun +experiment=lecture/gridworld_maxent_irl algo.demos=expert/demos.npz"]),
+    Result("gridworld_bc_dagger", IMITATION,
+           "Behavior cloning reduces imitation to supervised learning, but a learner that errs drifts into states "
+           "the demonstrations never show (the race car leaving the track); DAgger keeps the expert around to say "
+           "what it should have done in the states the learner visits, and its return stays near the expert's. "
+           "Here a race-track gridworld with slips, 3 expert demonstrations, 10 DAgger rounds of 3 episodes.",
+           ["gridworld_bc", "gridworld_dagger"], check_bc_dagger,
+           criterion="DAgger's final return within 1.0 of the expert's; behavior cloning's at least 3.0 below it",
+           prepare=prepare_corridor_expert,
+           commands=["rlrun +experiment=lecture/gridworld_corridor_expert hydra.run.dir=expert",
+                     "rlrun-eval expert --episodes 3 --save-demos expert/demos.npz",
+                     "rlrun +experiment=lecture/gridworld_bc algo.demos=expert/demos.npz",
+                     "rlrun +experiment=lecture/gridworld_dagger algo.expert=expert"]),
 ]
 
 
@@ -567,7 +612,7 @@ def reproduce(result: Result, out_dir: Path, quick: bool) -> tuple[str, bool, bo
         start = time.perf_counter()
         text, ok = result.compute()
         return text, ok, False, time.perf_counter() - start
-    dirs, seconds, extra = [], 0.0, []
+    dirs, seconds, extra = [], 0.0, {}
     if result.prepare is not None:
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
@@ -575,7 +620,7 @@ def reproduce(result: Result, out_dir: Path, quick: bool) -> tuple[str, bool, bo
         seconds += time.perf_counter() - start
     for name in result.experiments:
         run_dir = out_dir / name
-        seconds += run_experiment(name, run_dir, [*extra, *(result.quick if shrunk else [])])
+        seconds += run_experiment(name, run_dir, [*extra.get(name, []), *(result.quick if shrunk else [])])
         dirs.append(run_dir)
     text, ok = result.check(dirs)
     return text, ok, shrunk, seconds
