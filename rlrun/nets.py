@@ -61,6 +61,17 @@ class NatureCNN(nn.Module):
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}  # names usable in configs
 
 
+class OneHot(nn.Module):
+    """(B,) or (B, 1) int64 state indices -> (B, n) float32 one-hot vectors (networks on ``Discrete`` states)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot(x.long().reshape(-1), self.n).float()
+
+
 class MLP(nn.Module):
     """A multilayer perceptron for vector observations (ReLU or tanh hidden layers).
 

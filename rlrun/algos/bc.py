@@ -47,7 +47,7 @@ from torch import nn
 from rlrun.config import check_choice, check_int, check_int_list, check_number, fail, get
 from rlrun.demos import check_demos, load_demos
 from rlrun.envs import env_spaces
-from rlrun.nets import MLP, NatureCNN, load_weights, make_adam
+from rlrun.nets import MLP, NatureCNN, OneHot, load_weights, make_adam
 from rlrun.run import Run, resolve_device, set_rng_state
 
 METRIC = "mean true return of the final learner's evaluation episodes"  # what train returns
@@ -93,17 +93,6 @@ def validate(cfg: DictConfig) -> None:
              "rlrun-eval <expert run dir> --episodes N --save-demos demos.npz")
     demos = load_demos(path, "algo.demos")
     check_demos(demos, obs_space, action_space, str(cfg.env.id), "algo.demos")
-
-
-class OneHot(nn.Module):
-    """(B,) or (B, 1) int64 state indices -> (B, n) float32 one-hot vectors."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.n = n
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.one_hot(x.long().reshape(-1), self.n).float()
 
 
 class Learner(nn.Module):

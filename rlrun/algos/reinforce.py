@@ -57,7 +57,7 @@ from torch.distributions import Categorical, Distribution, Normal
 
 from rlrun.config import check_bool, check_choice, check_int, check_int_list, check_number, fail, get
 from rlrun.envs import check_gamma, make_vec_env, probe_env
-from rlrun.nets import MLP, NATURE_FEATURES, NatureTrunk, load_weights, orthogonal_init
+from rlrun.nets import MLP, NATURE_FEATURES, NatureTrunk, OneHot, load_weights, orthogonal_init
 from rlrun.run import Run, resolve_device, set_rng_state
 
 ADV_EPSILON = 1e-8  # added to the weights' standard deviation when normalizing them
@@ -162,17 +162,6 @@ def validate(cfg: DictConfig) -> None:
 # ---------------------------------------------------------------------------------------------
 # policies and value networks
 # ---------------------------------------------------------------------------------------------
-class OneHot(nn.Module):
-    """(B,) int64 state indices -> (B, n) float32 one-hot vectors."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.n = n
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.one_hot(x.long().reshape(-1), self.n).float()
-
-
 def make_body(obs_space: gym.Space, out_features: int, hidden_sizes: Sequence[int], activation: str,
               last_gain: float, extra_inputs: int = 0) -> nn.Module:
     """A network from raw observations (plus ``extra_inputs`` numbers concatenated, e.g. an action) to
