@@ -34,8 +34,8 @@ import numpy as np
 from benchlib import compose_config, record, say
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTION_RETURN = "## Learning from preferences: PPO on a learned reward against the true reward"
-SECTION_LABELS = "## Learning from preferences: reward-model accuracy against the number of labels"
+SECTION_RETURN = "## Learning from preferences: PPO on a learned reward against the true reward, {env}"
+SECTION_LABELS = "## Learning from preferences: reward-model accuracy against the number of labels, {env}"
 LAST_EPISODES = 100  # final score: mean true return of this many last episodes
 SEGMENTS_PER_POLICY = 400  # segments of each policy in the label-count pool
 POOL_SEED = 12345  # seed of the segment collection (apart from the training seeds)
@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> None:
                        f"{', '.join(map(str, a.seeds))}:")
     print(f"\n{settings_return}\n\n{table}\n\n{settings_labels}\n\n{labels}")
     if a.record:
-        record(SECTION_RETURN, command, settings_return, table)
-        record(SECTION_LABELS, command, settings_labels, labels)
+        record(SECTION_RETURN.format(env=a.env), command, settings_return, table)
+        record(SECTION_LABELS.format(env=a.env), command, settings_labels, labels)
         say("recorded in docs/benchmarks.md")
     sys.exit(0 if ratio >= 0.8 else 1)
 
