@@ -337,7 +337,7 @@ def maxent_exp_distribution() -> tuple[str, bool]:
 
 
 def maxent_gradient_identity() -> tuple[str, bool]:
-    from rlrun.algos.maxent_irl import expert_statistics, log_likelihood, soft_value_iteration, visitation_frequencies
+    from rlrun.algos.maxent_irl import expected_visits, expert_statistics, log_likelihood, soft_value_iteration
     from rlrun.algos.value_iteration import soft_policy
     from rlrun.envs.lecture import GridWorld
 
@@ -364,7 +364,7 @@ def maxent_gradient_identity() -> tuple[str, bool]:
         return log_likelihood(r, soft_value_iteration(r, model, horizon)[1], episodes)
 
     q, _ = soft_value_iteration(phi @ theta, model, horizon)
-    analytic = phi.T @ expert_visits - phi.T @ visitation_frequencies(soft_policy(q), model, start).sum(0)
+    analytic = phi.T @ expert_visits - phi.T @ expected_visits(q, model, start)
     numeric = np.array([(likelihood(theta + GRADIENT_EPS * e) - likelihood(theta - GRADIENT_EPS * e)) / (2 * GRADIENT_EPS)
                         for e in np.eye(len(theta))])
     error = float(np.abs(analytic - numeric).max())
@@ -415,15 +415,14 @@ def check_bc_dagger(dirs: list[Path]) -> tuple[str, bool]:
 
 
 def check_maxent_irl(dirs: list[Path]) -> tuple[str, bool]:
-    from rlrun.algos.maxent_irl import visitation_frequencies
-    from rlrun.algos.value_iteration import soft_policy
+    from rlrun.algos.maxent_irl import expected_visits
     from rlrun.envs.lecture import GridWorld
     from rlrun.run import latest_checkpoint
 
     _, ckpt = latest_checkpoint(dirs[0].parent / "gridworld_soft_expert")
     env = GridWorld()
     q_by_time = ckpt["q_by_steps_left"].numpy()[::-1]
-    exact = visitation_frequencies(soft_policy(q_by_time), env.model(), env.initial_distribution()).sum(0) / len(q_by_time)
+    exact = expected_visits(q_by_time, env.model(), env.initial_distribution()) / len(q_by_time)
     header, table = read_csv(dirs[0] / "visitation.csv")
     learned = table[:, header.index("learned")]
     gap = float(np.abs(learned - exact).max())

@@ -10,8 +10,8 @@ import itertools
 import numpy as np
 import pytest
 
-from rlrun.algos.maxent_irl import (action_log_likelihood, expert_statistics, log_likelihood, soft_value_iteration,
-                                    visitation_frequencies)
+from rlrun.algos.maxent_irl import (action_log_likelihood, expected_visits, expert_statistics, log_likelihood,
+                                    soft_value_iteration, visitation_frequencies)
 from rlrun.algos.value_iteration import soft_policy
 from rlrun.cli import run_training, validate
 from rlrun.config import ConfigError
@@ -97,7 +97,7 @@ def test_likelihood_gradient_is_expert_minus_expected_feature_counts_by_finite_d
         return log_likelihood(r, soft_value_iteration(r, model, horizon)[1], episodes)
 
     q, _ = soft_value_iteration(phi @ theta, model, horizon)
-    analytic = phi.T @ expert_visits - phi.T @ visitation_frequencies(soft_policy(q), model, start).sum(0)
+    analytic = phi.T @ expert_visits - phi.T @ expected_visits(q, model, start)
     eps = 1e-6
     numeric = np.array([(likelihood(theta + eps * e) - likelihood(theta - eps * e)) / (2 * eps)
                         for e in np.eye(len(theta))])
@@ -239,8 +239,7 @@ def expert_visitation(expert_dir) -> np.ndarray:
     _, ckpt = latest_checkpoint(expert_dir)
     env = GridWorld()
     q_by_time = ckpt["q_by_steps_left"].numpy()[::-1]
-    visits = visitation_frequencies(soft_policy(q_by_time), env.model(), env.initial_distribution())
-    return visits.sum(0) / len(q_by_time)
+    return expected_visits(q_by_time, env.model(), env.initial_distribution()) / len(q_by_time)
 
 
 def test_rlrun_eval_writes_the_episodes_it_plays_as_demonstrations(soft_expert):

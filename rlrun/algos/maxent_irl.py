@@ -43,12 +43,13 @@ the visitation frequencies per step) and, where the env's reward is a state rewa
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from rlrun.algos.value_iteration import eval_config, make_policy, soft_policy, soft_value
+from rlrun.algos.value_iteration import eval_config, make_policy, soft_policy, soft_value, state_indices
 from rlrun.config import ConfigError, check_choice, check_int, check_int_list, check_number, fail, get
 from rlrun.demos import Demos, check_demos, load_demos
 from rlrun.envs import env_spaces, probe_env, tabular_model
@@ -56,7 +57,7 @@ from rlrun.envs.lecture import TabularModel
 from rlrun.nets import MLP
 from rlrun.run import Run, set_rng_state
 
-__all__ = ["make_policy", "soft_value_iteration", "visitation_frequencies", "log_likelihood"]
+__all__ = ["make_policy", "soft_value_iteration", "visitation_frequencies", "expected_visits", "log_likelihood"]
 
 METRIC = "the mean true return of the learned reward's soft-optimal policy (eval.episodes episodes)"
 EVAL_POLICY = "samples of the learned reward's soft-optimal policy"  # what rlrun-eval plays
@@ -108,13 +109,10 @@ def state_features(cfg: DictConfig, model: TabularModel) -> np.ndarray:
     return phi
 
 
-def demo_states(demos: Demos, num_states: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """[(states (T_i,) int64, actions (T_i,) int64)] of each demonstration (index or one-hot observations)."""
-    out = []
-    for obs, actions in demos.episodes():
-        states = obs.astype(np.int64) if obs.ndim == 1 else obs.reshape(len(obs), -1).argmax(axis=1)
-        out.append((states, actions.astype(np.int64)))
-    return out
+def demo_states(demos: Demos, obs_space: gym.Space) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(states (T_i,) int64, actions (T_i,) int64)] of each demonstration, whose observations are state
+    indices or one-hot vectors of ``obs_space``."""
+    return [(state_indices(obs, obs_space), actions.astype(np.int64)) for obs, actions in demos.episodes()]
 
 
 def expert_statistics(episodes: list[tuple[np.ndarray, np.ndarray]], num_states: int) -> tuple[np.ndarray, np.ndarray]:
@@ -142,8 +140,7 @@ def soft_value_iteration(rewards: np.ndarray, model: TabularModel, horizon: int)
         q_by_time[t] = rewards[:, None] + model.transitions @ v
         v = soft_value(q_by_time[t])
         v[model.terminal] = 0.0  # an episode that entered a terminal state earns nothing more
-    v0 = v
-    return q_by_time, v0
+    return q_by_time, v
 
 
 def visitation_frequencies(policy: np.ndarray, model: TabularModel, start: np.ndarray) -> np.ndarray:
@@ -166,6 +163,12 @@ def visitation_frequencies(policy: np.ndarray, model: TabularModel, start: np.nd
         d = np.einsum("s,sa,sap->p", d, policy[t], model.transitions)
         d[model.terminal] = 0.0
     return visits
+
+
+def expected_visits(q: np.ndarray, model: TabularModel, start: np.ndarray) -> np.ndarray:
+    """(S,) float64 d(s): expected visits per episode of the soft policy of (T, S, A) ``q`` from the (S,)
+    ``start`` distribution (:func:`visitation_frequencies` summed over time)."""
+    return visitation_frequencies(soft_policy(q), model, start).sum(axis=0)
 
 
 def log_likelihood(rewards: np.ndarray, v0: np.ndarray, episodes: list[tuple[np.ndarray, np.ndarray]]) -> float:
@@ -202,10 +205,11 @@ def train(cfg: DictConfig, run: Run) -> float:
     from rlrun.learned_reward import RewardEnsemble, save_reward_model
 
     model = tabular_model(cfg)
-    num_states, num_actions = model.rewards.shape
+    num_states = model.rewards.shape[0]
     horizon = int(cfg.env.max_episode_steps)
     phi = state_features(cfg, model)
-    episodes = demo_states(load_demos(cfg.algo.demos, "algo.demos"), num_states)
+    obs_space, action_space = env_spaces(cfg)
+    episodes = demo_states(load_demos(cfg.algo.demos, "algo.demos"), obs_space)
     start, expert_visits = expert_statistics(episodes, num_states)
     expert_counts = phi.T @ expert_visits  # (D,) f_E
     true_rewards = model.rewards[:, 0] if np.allclose(model.rewards, model.rewards[:, :1]) else None
@@ -238,7 +242,7 @@ def train(cfg: DictConfig, run: Run) -> float:
         # ALGO LOGIC: soft value iteration, forward visitation frequencies, then the likelihood gradient
         r = reward_net(features)
         q, v0 = soft_value_iteration(r.detach().numpy(), model, horizon)
-        visits = visitation_frequencies(soft_policy(q), model, start).sum(axis=0)  # (S,) d_theta
+        visits = expected_visits(q, model, start)  # (S,) d_theta
         gap = float(np.abs(expert_counts - phi.T @ visits).max()) / horizon
         scalars = {"irl/log_likelihood": log_likelihood(r.detach().numpy(), v0, episodes),
                    "irl/action_log_likelihood": action_log_likelihood(q, episodes),
@@ -265,16 +269,17 @@ def train(cfg: DictConfig, run: Run) -> float:
 
     learned = rewards_now()
     q, v0 = soft_value_iteration(learned, model, horizon)
-    visits = visitation_frequencies(soft_policy(q), model, start).sum(axis=0)
+    visits = expected_visits(q, model, start)
+    visitation_gap = float(np.abs(expert_visits - visits).max()) / horizon
     write_outputs(cfg, run, learned, true_rewards, expert_visits / horizon, visits / horizon, reward_net)
-    ensemble = RewardEnsemble((num_states,), env_spaces(cfg)[1], [], "relu", 1).double()
+    ensemble = RewardEnsemble((num_states,), action_space, [], "relu", 1).double()
     with torch.no_grad():  # a table over one-hot states: the linear layer's weights are r(s), the action's 0
         ensemble.members[0].head.net[0].weight.zero_()
         ensemble.members[0].head.net[0].weight[0, :num_states] = torch.from_numpy(learned)
         ensemble.members[0].head.net[0].bias.zero_()
     save_reward_model(ensemble.float(), run.dir / "reward_model.pt", str(cfg.env.id),
                       {"algo": "maxent_irl", "state_rewards": learned.tolist(),
-                       "metrics": {"feature_count_gap": gap, "visitation_gap": float(np.abs(expert_visits - visits).max()) / horizon,
+                       "metrics": {"feature_count_gap": gap, "visitation_gap": visitation_gap,
                                    "log_likelihood": log_likelihood(learned, v0, episodes), "converged": converged,
                                    "iterations": step}})
     print(f"rlrun: maxent_irl: feature-count gap {gap:.2g} per step after {step} steps; reward model written to "
