@@ -49,7 +49,8 @@ class RewardNet(nn.Module):
 
     Args:
         obs_shape: one observation's shape.
-        action_size: width of the action features (see :func:`action_features_size`).
+        action_size: width of the action features (see :func:`action_features_size`); 0 for a state-only
+            reward r(s).
         hidden_sizes: MLP hidden layers ([] = linear).
         activation: relu or tanh.
     """
@@ -78,18 +79,22 @@ class RewardEnsemble(nn.Module):
         action_space: Discrete(n) or a 1-D Box.
         hidden_sizes, activation: each member's MLP.
         ensemble_size: K >= 1.
+        use_actions: False for a state-only reward r(s): the members never see the action (the imitation
+            library's ``use_action=False``). A reward that must be learned from returns of whole segments
+            can otherwise credit the action for what the state shows, e.g. reward large HalfCheetah
+            actions because faster segments use them.
     """
 
     def __init__(self, obs_shape: tuple[int, ...], action_space: gym.Space, hidden_sizes: list[int],
-                 activation: str, ensemble_size: int):
+                 activation: str, ensemble_size: int, use_actions: bool = True):
         super().__init__()
         self.obs_shape, self.action_space = tuple(int(d) for d in obs_shape), action_space
         self.pixels = len(self.obs_shape) == 3
         self.discrete = isinstance(action_space, spaces.Discrete)
         self.action_size = action_features_size(action_space)
-        self.hidden_sizes, self.activation = list(hidden_sizes), activation
-        self.members = nn.ModuleList(RewardNet(self.obs_shape, self.action_size, self.hidden_sizes, activation)
-                                     for _ in range(ensemble_size))
+        self.hidden_sizes, self.activation, self.use_actions = list(hidden_sizes), activation, bool(use_actions)
+        self.members = nn.ModuleList(RewardNet(self.obs_shape, self.action_size if self.use_actions else 0,
+                                               self.hidden_sizes, activation) for _ in range(ensemble_size))
         flat = (1,) if self.pixels else self.obs_shape
         self.register_buffer("obs_mean", torch.zeros(flat))
         self.register_buffer("obs_std", torch.ones(flat))
@@ -98,7 +103,8 @@ class RewardEnsemble(nn.Module):
 
     def inputs(self, obs: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Network inputs of (B, *obs_shape) observations and (B,) int or (B, A) float actions."""
+        """Network inputs of (B, *obs_shape) observations and (B,) int or (B, A) float actions; the action
+        features are (B, 0) for a state-only reward."""
         device = self.obs_mean.device
         obs = torch.as_tensor(obs, device=device)
         if not self.pixels:
@@ -108,7 +114,7 @@ class RewardEnsemble(nn.Module):
             features = nn.functional.one_hot(actions.long().reshape(-1), self.action_size).float()
         else:
             features = actions.float().reshape(-1, self.action_size)
-        return obs, features
+        return obs, features if self.use_actions else features[:, :0]
 
     def member_rewards(self, obs, actions) -> torch.Tensor:
         """(K, B) unnormalized rewards of every member."""
@@ -146,7 +152,7 @@ class RewardEnsemble(nn.Module):
         """Plain-value description of the architecture (stored in checkpoints)."""
         action = {"n": self.action_size} if self.discrete else {"shape": [self.action_size]}
         return {"obs_shape": list(self.obs_shape), "action": action, "hidden_sizes": self.hidden_sizes,
-                "activation": self.activation, "ensemble_size": len(self.members)}
+                "activation": self.activation, "ensemble_size": len(self.members), "use_actions": self.use_actions}
 
 
 def ensemble_from_spec(spec: dict) -> RewardEnsemble:
@@ -155,7 +161,7 @@ def ensemble_from_spec(spec: dict) -> RewardEnsemble:
     space = (spaces.Discrete(int(action["n"])) if "n" in action
              else spaces.Box(-np.inf, np.inf, (int(action["shape"][0]),), np.float32))
     return RewardEnsemble(tuple(spec["obs_shape"]), space, list(spec["hidden_sizes"]), spec["activation"],
-                          int(spec["ensemble_size"]))
+                          int(spec["ensemble_size"]), bool(spec.get("use_actions", True)))
 
 
 def save_reward_model(ensemble: RewardEnsemble, path: str | Path, env_id: str, extra: dict | None = None) -> Path:
@@ -449,6 +455,7 @@ def validate_model_keys(cfg, prefix: str) -> None:
     check_int_list(cfg, prefix + "hidden_sizes", allow_empty=True)
     check_choice(cfg, prefix + "activation", ["relu", "tanh"])
     check_int(cfg, prefix + "ensemble_size", low=1)
+    check_bool(cfg, prefix + "use_actions")
     check_bool(cfg, prefix + "bootstrap")
     check_number(cfg, prefix + "random_answer_prob", low=0, high=1, high_open=True)
     check_number(cfg, prefix + "margin", low=0)
@@ -463,7 +470,7 @@ def fitter_from_config(node, obs_shape: tuple[int, ...], action_space: gym.Space
     """A new ensemble for ``obs_shape`` and ``action_space`` on ``device`` and its PreferenceFitter, from the
     keys of ``node`` (the config node :func:`validate_model_keys` checked)."""
     ensemble = RewardEnsemble(obs_shape, action_space, list(node.hidden_sizes), node.activation,
-                              int(node.ensemble_size)).to(device)
+                              int(node.ensemble_size), bool(node.use_actions)).to(device)
     return PreferenceFitter(ensemble, float(node.learning_rate), float(node.weight_decay), int(node.batch_size),
                             float(node.random_answer_prob), float(node.margin), float(node.center_coef),
                             bool(node.bootstrap), seed=seed)
