@@ -229,11 +229,36 @@ def test_reward_model_checkpoint_on_an_env_with_other_spaces_is_refused(make_cfg
     (["algo.random_answer_prob=1.0"], "algo.random_answer_prob=1.0 is not allowed: expected a number >= 0 and < 1"),
     (["algo.hidden_sizes=[0]"], "algo.hidden_sizes=[0] is not allowed"),
     (["algo.labeler.mode=oracle"], "algo.labeler.mode='oracle' is not allowed"),
+    (["algo.use_actions=maybe"], "algo.use_actions='maybe' is not allowed"),
 ])
 def test_bad_reward_model_keys_are_refused(make_cfg, overrides, message):
     with pytest.raises(ConfigError) as err:
         validate(make_cfg("algo=reward_model", *PENDULUM, *overrides))
     assert str(err.value).startswith(message), str(err.value)
+
+
+def test_a_state_only_reward_ignores_the_action_and_survives_its_checkpoint(make_cfg, tmp_path):
+    run_training(make_cfg("algo=reward_model", *PENDULUM, "algo.num_segments=20", "algo.segment_length=5",
+                          "algo.num_labels=20", "algo.epochs=2", "algo.use_actions=false", "logging.progress=none"),
+                 tmp_path / "rm")
+    ensemble, payload = load_reward_model(tmp_path / "rm" / "reward_model.pt")
+    assert payload["spec"]["use_actions"] is False
+    assert ensemble.members[0].head.net[0].weight.shape[1] == 3  # Pendulum's 3 observation entries, no action
+    obs = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    low, high = ensemble.reward(obs, -2 * np.ones((8, 1), np.float32)), ensemble.reward(obs, 2 * np.ones((8, 1), np.float32))
+    assert torch.equal(low, high) and low.std() > 0
+    # a checkpoint from before the key existed saw the action, and still does
+    from gymnasium import spaces
+
+    from rlrun.learned_reward import RewardEnsemble, save_reward_model
+    with_actions = RewardEnsemble((3,), spaces.Box(-2, 2, (1,), np.float32), [8], "relu", 1)
+    save_reward_model(with_actions, tmp_path / "old.pt", "Pendulum-v1")
+    old_payload = torch.load(tmp_path / "old.pt", weights_only=True)
+    old_payload["spec"].pop("use_actions")
+    torch.save(old_payload, tmp_path / "old.pt")
+    old, _ = load_reward_model(tmp_path / "old.pt")
+    assert old.use_actions and old.members[0].head.net[0].weight.shape[1] == 4
+    assert not torch.equal(old.reward(obs, -2 * np.ones((8, 1), np.float32)), old.reward(obs, 2 * np.ones((8, 1), np.float32)))
 
 
 def test_a_segments_file_of_another_env_is_refused(make_cfg, tmp_path):
