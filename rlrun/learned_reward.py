@@ -25,6 +25,7 @@ from rlrun.preferences import preference_loss
 
 REWARD_MODEL_FORMAT = 1  # bumped when the reward-model checkpoint layout changes incompatibly
 STD_EPSILON = 1e-8       # added to standard deviations before dividing
+SHIFTS = ("mean", "min")  # what the normalized learned reward maps to 0 (RewardEnsemble.fit_normalization)
 
 
 def action_features_size(action_space: gym.Space) -> int:
@@ -132,13 +133,24 @@ class RewardEnsemble(nn.Module):
         flat_actions = actions.reshape(m * length, *actions.shape[2:])
         return self.member_rewards(obs.reshape(m * length, *obs.shape[2:]), flat_actions).reshape(-1, m, length).sum(-1)
 
-    def fit_normalization(self, obs: np.ndarray, actions: np.ndarray, batch: int = 4096) -> None:
+    def fit_normalization(self, obs: np.ndarray, actions: np.ndarray, batch: int = 4096, shift: str = "mean") -> None:
         """Set the output statistics from the ensemble-mean rewards of (B, *obs_shape) observations and
-        their actions, so that they have mean 0 and standard deviation 1 (Christiano et al. 2017, 2.2)."""
+        their actions, so that they have standard deviation 1 and, with ``shift="mean"``, mean 0 (Christiano
+        et al. 2017, 2.2); with ``shift="min"`` their lowest value becomes 0 instead.
+
+        The Bradley-Terry loss leaves a constant per-step offset free, so where episodes end on failure
+        (Hopper's falls) the offset decides what living longer is worth: zero on average with ``mean``, so
+        ending early costs nothing; never negative with ``min``, like the true reward's alive bonus.
+
+        Raises:
+            ValueError: for another ``shift``.
+        """
+        if shift not in SHIFTS:
+            raise ValueError(f"shift={shift!r}: expected one of {', '.join(SHIFTS)}")
         with torch.no_grad():
             rewards = torch.cat([self.member_rewards(obs[i:i + batch], actions[i:i + batch]).mean(0)
                                  for i in range(0, len(obs), batch)])
-        self.reward_mean.fill_(rewards.mean())
+        self.reward_mean.fill_(rewards.mean() if shift == "mean" else rewards.min())
         self.reward_std.fill_(rewards.std() + STD_EPSILON if len(rewards) > 1 else 1.0)
 
     def fit_obs_normalization(self, obs: np.ndarray) -> None:
@@ -248,11 +260,13 @@ class PreferenceFitter:
         random_answer_prob, margin, center_coef: see :func:`rlrun.preferences.preference_loss`.
         bootstrap: resample pairs per member (else every member sees every pair).
         seed: seed of the minibatch and bootstrap generator.
+        shift: "mean" or "min", see :meth:`RewardEnsemble.fit_normalization`.
     """
 
     def __init__(self, ensemble: RewardEnsemble, learning_rate: float, weight_decay: float, batch_size: int,
-                 random_answer_prob: float, margin: float, center_coef: float, bootstrap: bool, seed: int):
-        self.ensemble = ensemble
+                 random_answer_prob: float, margin: float, center_coef: float, bootstrap: bool, seed: int,
+                 shift: str = "mean"):
+        self.ensemble, self.shift = ensemble, shift
         self.optimizer = torch.optim.AdamW(ensemble.parameters(), lr=learning_rate, weight_decay=weight_decay)
         self.batch_size, self.bootstrap = batch_size, bootstrap
         self.loss_args = {"random_answer_prob": random_answer_prob, "margin": margin, "center_coef": center_coef}
@@ -307,7 +321,7 @@ class PreferenceFitter:
                 loss_sum, count = loss_sum + loss.item() / k, count + 1
         ensemble.eval()
         ensemble.fit_normalization(self.obs.reshape(-1, *self.obs.shape[2:]),
-                                   self.actions.reshape(-1, *self.actions.shape[2:]))
+                                   self.actions.reshape(-1, *self.actions.shape[2:]), shift=self.shift)
         return loss_sum / max(count, 1)
 
     def member_returns(self, member: RewardNet, rows: np.ndarray) -> torch.Tensor:
@@ -456,6 +470,7 @@ def validate_model_keys(cfg, prefix: str) -> None:
     check_choice(cfg, prefix + "activation", ["relu", "tanh"])
     check_int(cfg, prefix + "ensemble_size", low=1)
     check_bool(cfg, prefix + "use_actions")
+    check_choice(cfg, prefix + "shift", list(SHIFTS))
     check_bool(cfg, prefix + "bootstrap")
     check_number(cfg, prefix + "random_answer_prob", low=0, high=1, high_open=True)
     check_number(cfg, prefix + "margin", low=0)
@@ -473,4 +488,4 @@ def fitter_from_config(node, obs_shape: tuple[int, ...], action_space: gym.Space
                               int(node.ensemble_size), bool(node.use_actions)).to(device)
     return PreferenceFitter(ensemble, float(node.learning_rate), float(node.weight_decay), int(node.batch_size),
                             float(node.random_answer_prob), float(node.margin), float(node.center_coef),
-                            bool(node.bootstrap), seed=seed)
+                            bool(node.bootstrap), seed=seed, shift=str(node.shift))
