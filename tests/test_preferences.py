@@ -230,6 +230,7 @@ def test_reward_model_checkpoint_on_an_env_with_other_spaces_is_refused(make_cfg
     (["algo.hidden_sizes=[0]"], "algo.hidden_sizes=[0] is not allowed"),
     (["algo.labeler.mode=oracle"], "algo.labeler.mode='oracle' is not allowed"),
     (["algo.use_actions=maybe"], "algo.use_actions='maybe' is not allowed"),
+    (["algo.shift=median"], "algo.shift='median' is not allowed"),
 ])
 def test_bad_reward_model_keys_are_refused(make_cfg, overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -259,6 +260,27 @@ def test_a_state_only_reward_ignores_the_action_and_survives_its_checkpoint(make
     old, _ = load_reward_model(tmp_path / "old.pt")
     assert old.use_actions and old.members[0].head.net[0].weight.shape[1] == 4
     assert not torch.equal(old.reward(obs, -2 * np.ones((8, 1), np.float32)), old.reward(obs, 2 * np.ones((8, 1), np.float32)))
+
+
+def test_the_normalized_reward_is_shifted_to_zero_mean_or_zero_minimum():
+    from gymnasium import spaces
+
+    from rlrun.learned_reward import RewardEnsemble
+
+    torch.manual_seed(0)
+    ensemble = RewardEnsemble((3,), spaces.Box(-1, 1, (2,), np.float32), [8], "tanh", 2)
+    rng = np.random.default_rng(0)
+    obs, actions = rng.normal(size=(500, 3)).astype(np.float32), rng.uniform(-1, 1, (500, 2)).astype(np.float32)
+    ensemble.fit_normalization(obs, actions)
+    by_mean = ensemble.reward(obs, actions)
+    assert abs(by_mean.mean().item()) < 1e-5 and by_mean.std().item() == pytest.approx(1.0, abs=1e-4)
+    ensemble.fit_normalization(obs, actions, shift="min")
+    by_min = ensemble.reward(obs, actions)
+    assert by_min.min().item() == pytest.approx(0.0, abs=1e-5) and by_min.std().item() == pytest.approx(1.0, abs=1e-4)
+    assert torch.allclose(by_min - by_mean, (by_min - by_mean)[0].expand(500), atol=1e-5)  # the same reward, shifted
+    assert (by_min - by_mean)[0].item() == pytest.approx(-by_mean.min().item(), abs=1e-5)
+    with pytest.raises(ValueError, match="shift='median': expected one of mean, min"):
+        ensemble.fit_normalization(obs, actions, shift="median")
 
 
 def test_a_segments_file_of_another_env_is_refused(make_cfg, tmp_path):
