@@ -272,10 +272,9 @@ def train(cfg: DictConfig, run: Run) -> float:
     visits = expected_visits(q, model, start)
     visitation_gap = float(np.abs(expert_visits - visits).max()) / horizon
     write_outputs(cfg, run, learned, true_rewards, expert_visits / horizon, visits / horizon, reward_net)
-    ensemble = RewardEnsemble((num_states,), action_space, [], "relu", 1).double()
-    with torch.no_grad():  # a table over one-hot states: the linear layer's weights are r(s), the action's 0
-        ensemble.members[0].head.net[0].weight.zero_()
-        ensemble.members[0].head.net[0].weight[0, :num_states] = torch.from_numpy(learned)
+    ensemble = RewardEnsemble((num_states,), action_space, [], "relu", 1, use_actions=False).double()
+    with torch.no_grad():  # a table over one-hot states: the linear layer's weights are r(s)
+        ensemble.members[0].head.net[0].weight[0] = torch.from_numpy(learned)
         ensemble.members[0].head.net[0].bias.zero_()
     save_reward_model(ensemble.float(), run.dir / "reward_model.pt", str(cfg.env.id),
                       {"algo": "maxent_irl", "state_rewards": learned.tolist(),
