@@ -1,4 +1,4 @@
-"""Learned rewards r(s, a): an ensemble of reward networks fit to preferences, its checkpoint, and the
+"""Learned rewards r(s, a) (or r(s), or r(s, a, s')): an ensemble of reward networks fit to preferences, its checkpoint, and the
 VecEnv wrapper that makes any run optimize it (``reward=learned reward.path=<reward_model.pt>``).
 
 Christiano et al. 2017 ("Deep reinforcement learning from human preferences", NeurIPS), section 2.2:
@@ -42,10 +42,11 @@ def action_features_size(action_space: gym.Space) -> int:
 
 
 class RewardNet(nn.Module):
-    """One member: r(s, a) -> a scalar.
+    """One member: r(s, a), or r(s, a, s') with the next observation -> a scalar.
 
-    Vectors (D,): an MLP on the concatenation of the normalized observation and the action features.
-    Pixels (C, H, W) uint8: the Nature CNN trunk (Mnih et al. 2015), then an MLP on its 512 features and
+    Vectors (D,): an MLP on the concatenation of the normalized observation, the action features and,
+    with ``use_next_obs``, the normalized next observation. Pixels (C, H, W) uint8: the Nature CNN trunk
+    (Mnih et al. 2015), shared by both observations, then an MLP on its 512 features per observation and
     the action features.
 
     Args:
@@ -54,24 +55,29 @@ class RewardNet(nn.Module):
             reward r(s).
         hidden_sizes: MLP hidden layers ([] = linear).
         activation: relu or tanh.
+        use_next_obs: also read the observation the step led to.
     """
 
-    def __init__(self, obs_shape: tuple[int, ...], action_size: int, hidden_sizes: list[int], activation: str):
+    def __init__(self, obs_shape: tuple[int, ...], action_size: int, hidden_sizes: list[int], activation: str,
+                 use_next_obs: bool = False):
         super().__init__()
         pixels = len(obs_shape) == 3
         self.trunk: nn.Module = NatureTrunk(obs_shape[0], obs_shape[-1]) if pixels else nn.Identity()
         features = NATURE_FEATURES if pixels else int(obs_shape[0])
-        self.head = MLP(features + action_size, 1, hidden_sizes, activation)
+        self.head = MLP(features * (2 if use_next_obs else 1) + action_size, 1, hidden_sizes, activation)
 
-    def forward(self, obs: torch.Tensor, action_features: torch.Tensor) -> torch.Tensor:
-        """(B, *obs_shape) observations and (B, action_size) float32 features -> (B,) rewards."""
-        return self.head(torch.cat([self.trunk(obs), action_features], dim=1)).squeeze(-1)
+    def forward(self, obs: torch.Tensor, action_features: torch.Tensor,
+                next_obs: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, *obs_shape) observations, (B, action_size) float32 features and, for r(s, a, s'), the (B,
+        *obs_shape) next observations -> (B,) rewards."""
+        parts = [self.trunk(obs), action_features] + ([] if next_obs is None else [self.trunk(next_obs)])
+        return self.head(torch.cat(parts, dim=1)).squeeze(-1)
 
 
 class RewardEnsemble(nn.Module):
     """K reward networks with their input and output normalization, the object a reward checkpoint holds.
 
-    ``reward(obs, actions)`` is the ensemble mean of the members' rewards, shifted and scaled by the
+    ``reward(obs, actions[, next_obs])`` is the ensemble mean of the members' rewards, shifted and scaled by the
     buffers ``reward_mean`` and ``reward_std`` (set by :meth:`fit_normalization`). Vector observations
     are standardized with the buffers ``obs_mean`` and ``obs_std`` first.
 
@@ -84,58 +90,76 @@ class RewardEnsemble(nn.Module):
             library's ``use_action=False``). A reward that must be learned from returns of whole segments
             can otherwise credit the action for what the state shows, e.g. reward large HalfCheetah
             actions because faster segments use them.
+        use_next_obs: True for r(s, a, s'): the members also see the observation each step led to (the
+            imitation library's ``use_next_state``). Where the true reward is a change of state, such as
+            MuJoCo's forward progress over the step, the next observation carries what the reward measures;
+            every method then needs ``next_obs``.
     """
 
     def __init__(self, obs_shape: tuple[int, ...], action_space: gym.Space, hidden_sizes: list[int],
-                 activation: str, ensemble_size: int, use_actions: bool = True):
+                 activation: str, ensemble_size: int, use_actions: bool = True, use_next_obs: bool = False):
         super().__init__()
         self.obs_shape, self.action_space = tuple(int(d) for d in obs_shape), action_space
         self.pixels = len(self.obs_shape) == 3
         self.discrete = isinstance(action_space, spaces.Discrete)
         self.action_size = action_features_size(action_space)
         self.hidden_sizes, self.activation, self.use_actions = list(hidden_sizes), activation, bool(use_actions)
+        self.use_next_obs = bool(use_next_obs)
         self.members = nn.ModuleList(RewardNet(self.obs_shape, self.action_size if self.use_actions else 0,
-                                               self.hidden_sizes, activation) for _ in range(ensemble_size))
+                                               self.hidden_sizes, activation, self.use_next_obs)
+                                     for _ in range(ensemble_size))
         flat = (1,) if self.pixels else self.obs_shape
         self.register_buffer("obs_mean", torch.zeros(flat))
         self.register_buffer("obs_std", torch.ones(flat))
         self.register_buffer("reward_mean", torch.zeros(()))
         self.register_buffer("reward_std", torch.ones(()))
 
-    def inputs(self, obs: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Network inputs of (B, *obs_shape) observations and (B,) int or (B, A) float actions; the action
-        features are (B, 0) for a state-only reward."""
-        device = self.obs_mean.device
-        obs = torch.as_tensor(obs, device=device)
-        if not self.pixels:
-            obs = (obs.float() - self.obs_mean) / self.obs_std
-        actions = torch.as_tensor(actions, device=device)
+    def inputs(self, obs: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor,
+               next_obs: np.ndarray | torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Network inputs of (B, *obs_shape) observations, (B,) int or (B, A) float actions and, for r(s, a,
+        s'), the (B, *obs_shape) next observations; the action features are (B, 0) for a state-only reward.
+
+        Raises:
+            ValueError: if the model reads the next observation and ``next_obs`` is None.
+        """
+        if self.use_next_obs and next_obs is None:
+            raise ValueError("this reward model is r(s, a, s'): pass the next observations (next_obs)")
+        obs = self.normalize_obs(obs)
+        actions = torch.as_tensor(actions, device=self.obs_mean.device)
         if self.discrete:
             features = nn.functional.one_hot(actions.long().reshape(-1), self.action_size).float()
         else:
             features = actions.float().reshape(-1, self.action_size)
-        return obs, features if self.use_actions else features[:, :0]
+        features = features if self.use_actions else features[:, :0]
+        return (obs, features, self.normalize_obs(next_obs)) if self.use_next_obs else (obs, features)
 
-    def member_rewards(self, obs, actions) -> torch.Tensor:
+    def normalize_obs(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(B, *obs_shape) observations on the model's device, standardized if they are vectors."""
+        obs = torch.as_tensor(obs, device=self.obs_mean.device)
+        return obs if self.pixels else (obs.float() - self.obs_mean) / self.obs_std
+
+    def member_rewards(self, obs, actions, next_obs=None) -> torch.Tensor:
         """(K, B) unnormalized rewards of every member."""
-        x, a = self.inputs(obs, actions)
-        return torch.stack([member(x, a) for member in self.members])
+        inputs = self.inputs(obs, actions, next_obs)
+        return torch.stack([member(*inputs) for member in self.members])
 
-    def reward(self, obs, actions) -> torch.Tensor:
+    def reward(self, obs, actions, next_obs=None) -> torch.Tensor:
         """(B,) float32 normalized ensemble-mean rewards, without gradient."""
         with torch.no_grad():
-            return (self.member_rewards(obs, actions).mean(0) - self.reward_mean) / self.reward_std
+            return (self.member_rewards(obs, actions, next_obs).mean(0) - self.reward_mean) / self.reward_std
 
-    def segment_returns(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """(K, M) unnormalized returns of M segments: (M, L, *obs_shape) observations, (M, L, ...) actions."""
+    def segment_returns(self, obs: torch.Tensor, actions: torch.Tensor,
+                        next_obs: torch.Tensor | None = None) -> torch.Tensor:
+        """(K, M) unnormalized returns of M segments: (M, L, *obs_shape) observations, (M, L, ...) actions
+        and, for r(s, a, s'), (M, L, *obs_shape) next observations."""
         m, length = obs.shape[:2]
-        flat_actions = actions.reshape(m * length, *actions.shape[2:])
-        return self.member_rewards(obs.reshape(m * length, *obs.shape[2:]), flat_actions).reshape(-1, m, length).sum(-1)
+        flat = [x.reshape(m * length, *x.shape[2:]) if x is not None else None for x in (obs, actions, next_obs)]
+        return self.member_rewards(*flat).reshape(-1, m, length).sum(-1)
 
-    def fit_normalization(self, obs: np.ndarray, actions: np.ndarray, batch: int = 4096, shift: str = "mean") -> None:
-        """Set the output statistics from the ensemble-mean rewards of (B, *obs_shape) observations and
-        their actions, so that they have standard deviation 1 and, with ``shift="mean"``, mean 0 (Christiano
+    def fit_normalization(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray | None = None,
+                          batch: int = 4096, shift: str = "mean") -> None:
+        """Set the output statistics from the ensemble-mean rewards of (B, *obs_shape) observations, their
+        actions (and next observations, for r(s, a, s')), so that they have standard deviation 1 and, with ``shift="mean"``, mean 0 (Christiano
         et al. 2017, 2.2); with ``shift="min"`` their lowest value becomes 0 instead.
 
         The Bradley-Terry loss leaves a constant per-step offset free, so where episodes end on failure
@@ -148,7 +172,8 @@ class RewardEnsemble(nn.Module):
         if shift not in SHIFTS:
             raise ValueError(f"shift={shift!r}: expected one of {', '.join(SHIFTS)}")
         with torch.no_grad():
-            rewards = torch.cat([self.member_rewards(obs[i:i + batch], actions[i:i + batch]).mean(0)
+            rewards = torch.cat([self.member_rewards(obs[i:i + batch], actions[i:i + batch],
+                                                     None if next_obs is None else next_obs[i:i + batch]).mean(0)
                                  for i in range(0, len(obs), batch)])
         self.reward_mean.fill_(rewards.mean() if shift == "mean" else rewards.min())
         self.reward_std.fill_(rewards.std() + STD_EPSILON if len(rewards) > 1 else 1.0)
@@ -164,7 +189,8 @@ class RewardEnsemble(nn.Module):
         """Plain-value description of the architecture (stored in checkpoints)."""
         action = {"n": self.action_size} if self.discrete else {"shape": [self.action_size]}
         return {"obs_shape": list(self.obs_shape), "action": action, "hidden_sizes": self.hidden_sizes,
-                "activation": self.activation, "ensemble_size": len(self.members), "use_actions": self.use_actions}
+                "activation": self.activation, "ensemble_size": len(self.members), "use_actions": self.use_actions,
+                "use_next_obs": self.use_next_obs}
 
 
 def ensemble_from_spec(spec: dict) -> RewardEnsemble:
@@ -173,7 +199,8 @@ def ensemble_from_spec(spec: dict) -> RewardEnsemble:
     space = (spaces.Discrete(int(action["n"])) if "n" in action
              else spaces.Box(-np.inf, np.inf, (int(action["shape"][0]),), np.float32))
     return RewardEnsemble(tuple(spec["obs_shape"]), space, list(spec["hidden_sizes"]), spec["activation"],
-                          int(spec["ensemble_size"]), bool(spec.get("use_actions", True)))
+                          int(spec["ensemble_size"]), bool(spec.get("use_actions", True)),
+                          bool(spec.get("use_next_obs", False)))
 
 
 def save_reward_model(ensemble: RewardEnsemble, path: str | Path, env_id: str, extra: dict | None = None) -> Path:
@@ -249,7 +276,7 @@ def check_spaces(ensemble: RewardEnsemble, obs_space: gym.Space, action_space: g
 class PreferenceFitter:
     """Fits a :class:`RewardEnsemble` to labelled pairs of segments (Christiano et al. 2017, 2.2.3).
 
-    Holds the labelled data: segment arrays (M, L, ...) and (P, 2) pairs of their rows with (P,) labels.
+    Holds the labelled data: segment arrays (M, L, ...) (next observations too, for r(s, a, s')) and (P, 2) pairs of their rows with (P,) labels.
     Each member gets its own bootstrap sample of the pairs (drawn anew at every :meth:`fit`) and its own
     minibatches; one AdamW step updates all members on the sum of their losses.
 
@@ -273,13 +300,24 @@ class PreferenceFitter:
         self.rng = np.random.default_rng(seed)
         self.obs: np.ndarray | None = None
         self.actions: np.ndarray | None = None
+        self.next_obs: np.ndarray | None = None
         self.pairs = np.zeros((0, 2), np.int64)
         self.labels = np.zeros(0, np.float32)
         self.samples: list[np.ndarray] = []
 
-    def add(self, obs: np.ndarray, actions: np.ndarray, pairs: np.ndarray, labels: np.ndarray) -> None:
-        """Append segments ((S, L, *obs_shape), (S, L, ...)) and (P, 2) labelled pairs of rows of the stored
-        segments, the new ones included (they follow the old ones)."""
+    def add(self, obs: np.ndarray, actions: np.ndarray, pairs: np.ndarray, labels: np.ndarray,
+            next_obs: np.ndarray | None = None) -> None:
+        """Append segments ((S, L, *obs_shape), (S, L, ...), and (S, L, *obs_shape) next observations for
+        r(s, a, s')) and (P, 2) labelled pairs of rows of the stored segments, the new ones included (they
+        follow the old ones).
+
+        Raises:
+            ValueError: if the model reads next observations and ``next_obs`` is None.
+        """
+        if self.ensemble.use_next_obs:
+            if next_obs is None:
+                raise ValueError("this reward model is r(s, a, s'): pass the segments' next observations")
+            self.next_obs = next_obs.copy() if self.next_obs is None else np.concatenate([self.next_obs, next_obs])
         self.obs = obs.copy() if self.obs is None else np.concatenate([self.obs, obs])
         self.actions = actions.copy() if self.actions is None else np.concatenate([self.actions, actions])
         self.pairs = np.concatenate([self.pairs, np.asarray(pairs, np.int64)])
@@ -320,17 +358,16 @@ class PreferenceFitter:
                 self.optimizer.step()
                 loss_sum, count = loss_sum + loss.item() / k, count + 1
         ensemble.eval()
-        ensemble.fit_normalization(self.obs.reshape(-1, *self.obs.shape[2:]),
-                                   self.actions.reshape(-1, *self.actions.shape[2:]), shift=self.shift)
+        flat = [None if x is None else x.reshape(-1, *x.shape[2:]) for x in (self.obs, self.actions, self.next_obs)]
+        ensemble.fit_normalization(*flat, shift=self.shift)
         return loss_sum / max(count, 1)
 
     def member_returns(self, member: RewardNet, rows: np.ndarray) -> torch.Tensor:
         """(len(rows),) returns of stored segments under one member, with gradient."""
-        obs, actions = self.obs[rows], self.actions[rows]
-        m, length = obs.shape[:2]
-        x, a = self.ensemble.inputs(obs.reshape(m * length, *obs.shape[2:]),
-                                    actions.reshape(m * length, *actions.shape[2:]))
-        return member(x, a).reshape(m, length).sum(-1)
+        m, length = len(rows), self.obs.shape[1]
+        flat = [None if x is None else x[rows].reshape(m * length, *x.shape[2:])
+                for x in (self.obs, self.actions, self.next_obs)]
+        return member(*self.ensemble.inputs(*flat)).reshape(m, length).sum(-1)
 
     def state_dict(self) -> dict:
         """Model, optimizer, generator and labelled data, for a checkpoint (tensors and plain values)."""
@@ -338,6 +375,7 @@ class PreferenceFitter:
                 "rng": self.rng.bit_generator.state,
                 "obs": None if self.obs is None else torch.from_numpy(self.obs),
                 "actions": None if self.actions is None else torch.from_numpy(self.actions),
+                "next_obs": None if self.next_obs is None else torch.from_numpy(self.next_obs),
                 "pairs": torch.from_numpy(self.pairs), "labels": torch.from_numpy(self.labels),
                 "samples": [torch.from_numpy(sample) for sample in self.samples]}
 
@@ -348,16 +386,19 @@ class PreferenceFitter:
         self.rng.bit_generator.state = state["rng"]
         self.obs = None if state["obs"] is None else state["obs"].numpy().copy()
         self.actions = None if state["actions"] is None else state["actions"].numpy().copy()
+        next_obs = state.get("next_obs")  # absent in checkpoints from before r(s, a, s')
+        self.next_obs = None if next_obs is None else next_obs.numpy().copy()
         self.pairs, self.labels = state["pairs"].numpy().copy(), state["labels"].numpy().copy()
         self.samples = [sample.numpy().copy() for sample in state["samples"]]
 
 
 def evaluate_pairs(ensemble: RewardEnsemble, obs: np.ndarray, actions: np.ndarray, pairs: np.ndarray,
-                   labels: np.ndarray, random_answer_prob: float) -> dict[str, float]:
+                   labels: np.ndarray, random_answer_prob: float, next_obs: np.ndarray | None = None
+                   ) -> dict[str, float]:
     """Held-out statistics of labelled pairs under the ensemble mean.
 
     Args:
-        obs, actions: (M, L, ...) segments; pairs: (P, 2) rows of them; labels: (P,) in {0, 0.5, 1}.
+        obs, actions (and next_obs, for r(s, a, s')): (M, L, ...) segments; pairs: (P, 2) rows of them; labels: (P,) in {0, 0.5, 1}.
 
     Returns:
         accuracy (share of strict pairs whose preferred segment has the higher predicted return; nan if
@@ -365,7 +406,8 @@ def evaluate_pairs(ensemble: RewardEnsemble, obs: np.ndarray, actions: np.ndarra
         return of the preferred segment minus the other's, strict pairs).
     """
     with torch.no_grad():
-        returns = ensemble.segment_returns(*map(torch.as_tensor, (obs, actions))).mean(0).double()
+        returns = ensemble.segment_returns(*(None if x is None else torch.as_tensor(x)
+                                             for x in (obs, actions, next_obs))).mean(0).double()
     a, b = returns[pairs[:, 0]], returns[pairs[:, 1]]
     labels_t = torch.as_tensor(labels, dtype=torch.float64)
     loss = preference_loss(a, b, labels_t, random_answer_prob=random_answer_prob).item()
@@ -381,7 +423,8 @@ class LearnedRewardVecEnv(VecEnv):
     """A VecEnv whose rewards come from a reward model: ``reward=learned reward.path=<reward_model.pt>``.
 
     ``step`` returns the normalized learned reward r(s_t, a_t) of the observation the action was taken in
-    and the action sent to the env; episode statistics (``episodes``, what charts/episodic_return logs)
+    and the action sent to the env (and, for r(s, a, s'), the observation the step led to: the episode's
+    last one where it ended); episode statistics (``episodes``, what charts/episodic_return logs)
     stay the env's true returns, and ``learned_returns`` holds each finished episode's learned return.
     """
 
@@ -400,7 +443,8 @@ class LearnedRewardVecEnv(VecEnv):
 
     def step(self, actions: np.ndarray) -> StepResult:
         result = self.envs.step(actions)
-        learned = self.ensemble.reward(self._obs, actions).cpu().numpy().astype(np.float32)
+        next_obs = result.final_obs if self.ensemble.use_next_obs else None
+        learned = self.ensemble.reward(self._obs, actions, next_obs).cpu().numpy().astype(np.float32)
         self._learned += learned
         result.learned_returns = [float(self._learned[i]) for i in np.flatnonzero(result.episode_end)]
         self._learned[result.episode_end] = 0.0
@@ -470,6 +514,7 @@ def validate_model_keys(cfg, prefix: str) -> None:
     check_choice(cfg, prefix + "activation", ["relu", "tanh"])
     check_int(cfg, prefix + "ensemble_size", low=1)
     check_bool(cfg, prefix + "use_actions")
+    check_bool(cfg, prefix + "use_next_obs")
     check_choice(cfg, prefix + "shift", list(SHIFTS))
     check_bool(cfg, prefix + "bootstrap")
     check_number(cfg, prefix + "random_answer_prob", low=0, high=1, high_open=True)
@@ -485,7 +530,7 @@ def fitter_from_config(node, obs_shape: tuple[int, ...], action_space: gym.Space
     """A new ensemble for ``obs_shape`` and ``action_space`` on ``device`` and its PreferenceFitter, from the
     keys of ``node`` (the config node :func:`validate_model_keys` checked)."""
     ensemble = RewardEnsemble(obs_shape, action_space, list(node.hidden_sizes), node.activation,
-                              int(node.ensemble_size), bool(node.use_actions)).to(device)
+                              int(node.ensemble_size), bool(node.use_actions), bool(node.use_next_obs)).to(device)
     return PreferenceFitter(ensemble, float(node.learning_rate), float(node.weight_decay), int(node.batch_size),
                             float(node.random_answer_prob), float(node.margin), float(node.center_coef),
                             bool(node.bootstrap), seed=seed, shift=str(node.shift))

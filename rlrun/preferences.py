@@ -205,7 +205,7 @@ def load_segments(path: str | Path) -> Segments:
 
 
 def cut_segments(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, episode_end: np.ndarray,
-                 length: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                 length: int, next_obs: np.ndarray | None = None) -> list[tuple[np.ndarray, ...]]:
     """Cut a (T, N) rollout into clips of ``length`` consecutive steps of one env within one episode.
 
     Args:
@@ -213,17 +213,20 @@ def cut_segments(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, epis
         actions: (T, N, ...) actions; rewards: (T, N) true rewards.
         episode_end: (T, N) bool, the episode ended with step t (the next step starts a new one).
         length: steps per clip L.
+        next_obs: optional (T, N, *obs_shape) observations each step led to (the episode's last one where
+            it ended), for rewards r(s, a, s').
 
     Returns:
-        (obs (L, *obs_shape), actions (L, ...), rewards (L,)) clips, env by env, non-overlapping: copies,
-        so the rollout's buffers may be reused.
+        (obs (L, *obs_shape), actions (L, ...), rewards (L,)[, next_obs (L, *obs_shape)]) clips, env by
+        env, non-overlapping: copies, so the rollout's buffers may be reused.
     """
+    arrays = (obs, actions, rewards) if next_obs is None else (obs, actions, rewards, next_obs)
     clips = []
     for env in range(obs.shape[1]):
         start = 0
         for t in range(obs.shape[0]):
             if t + 1 - start == length:
-                clips.append(tuple(x[start:t + 1, env].copy() for x in (obs, actions, rewards)))
+                clips.append(tuple(x[start:t + 1, env].copy() for x in arrays))
                 start = t + 1
             elif episode_end[t, env]:
                 start = t + 1  # a clip never spans two episodes

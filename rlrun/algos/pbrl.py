@@ -14,6 +14,9 @@ The loop, inside every PPO iteration (:func:`rlrun.algos.ppo.train` with a ``fee
 3. the reward ensemble is retrained on all labels so far (each member on a fresh bootstrap sample);
 4. the rollout's rewards are replaced by the normalized ensemble-mean reward, and PPO updates on them.
 
+The reward is r(s, a) as in Christiano et al.; ``reward_model.use_actions=false`` makes it r(s), and
+``reward_model.use_next_obs=true`` makes it r(s, a, s'), which also sees the observation each step led to.
+
 Logs charts/episodic_return (the true return), charts/learned_episodic_return, charts/labels (used so
 far), charts/reward_model_accuracy (of the model before it trains on them, on the newly labelled pairs),
 losses/preference_loss, and charts/pearson / charts/spearman between predicted and true returns of the
@@ -84,7 +87,7 @@ class PreferenceLearner:
         self.labeler = SyntheticLabeler(a.labeler.mode, float(a.labeler.temperature),
                                         float(a.labeler.random_answer_prob), seed=int(cfg.seed))
         self.rng = np.random.default_rng(int(cfg.seed))  # pair selection
-        self.pool: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # (id, obs, actions, true rewards)
+        self.pool: list[tuple[np.ndarray | int, ...]] = []  # (id, obs, actions, true rewards[, next obs])
         self.next_id = 0
         self.fitter_row: dict[int, int] = {}  # segment id -> row of its copy in the fitter
         self.labels_used = 0
@@ -93,10 +96,12 @@ class PreferenceLearner:
 
     # ---- the feedback interface --------------------------------------------------------------------
     def relabel(self, global_step: int, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
-                episode_end: np.ndarray) -> np.ndarray:
+                episode_end: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
         """Learn from this (T, N) rollout and return its (T, N) float32 learned rewards."""
         a = self.cfg.algo
-        clips = cut_segments(obs, actions, rewards, episode_end, int(a.segment_length))
+        if not self.ensemble.use_next_obs:
+            next_obs = None  # kept out of the pool: r(s, a) never reads it
+        clips = cut_segments(obs, actions, rewards, episode_end, int(a.segment_length), next_obs)
         for clip in clips:
             self.pool.append((self.next_id, *clip))
             self.next_id += 1
@@ -109,8 +114,8 @@ class PreferenceLearner:
         if need > 0 and len(self.pool) >= 2:
             scalars.update(self.request_labels(need))
         T, N = rewards.shape
-        learned = self.ensemble.reward(obs.reshape(T * N, *obs.shape[2:]),
-                                       actions.reshape(T * N, *actions.shape[2:])).cpu().numpy().reshape(T, N)
+        learned = self.ensemble.reward(*(None if x is None else x.reshape(T * N, *x.shape[2:])
+                                         for x in (obs, actions, next_obs))).cpu().numpy().reshape(T, N)
         for t in range(T):  # learned episodic returns, logged at the step where each episode ended
             self.learned_returns += learned[t]
             for i in np.flatnonzero(episode_end[t]):
@@ -118,9 +123,7 @@ class PreferenceLearner:
                                            global_step - (T - 1 - t) * N)
                 self.learned_returns[i] = 0.0
         if len(clips) >= 2:
-            with torch.no_grad():
-                predicted = self.ensemble.segment_returns(torch.as_tensor(np.stack([c[0] for c in clips])),
-                                                          torch.as_tensor(np.stack([c[1] for c in clips]))).mean(0)
+            predicted = self.predicted_returns([(-1, *clip) for clip in clips]).mean(0)
             scalars["charts/pearson"], scalars["charts/spearman"] = correlations(
                 predicted.cpu().numpy(), np.array([c[2].sum() for c in clips]))
         self.run.log(global_step, {"charts/labels": self.labels_used, **scalars})
@@ -134,10 +137,7 @@ class PreferenceLearner:
         first = self.rng.integers(0, n, candidates)
         second = (first + self.rng.integers(1, n, candidates)) % n
         if candidates > need:  # active selection: the largest disagreement of the members
-            obs = torch.as_tensor(np.stack([seg[1] for seg in self.pool]))
-            actions = torch.as_tensor(np.stack([seg[2] for seg in self.pool]))
-            with torch.no_grad():
-                returns = self.ensemble.segment_returns(obs, actions).cpu()  # (K, n)
+            returns = self.predicted_returns(self.pool)  # (K, n)
             disagreement = torch.sigmoid(returns[:, first] - returns[:, second]).std(0) if len(returns) > 1 \
                 else -torch.sigmoid(returns[0, first] - returns[0, second]).sub(0.5).abs()  # K = 1: nearest to 0.5
             chosen = torch.argsort(disagreement, descending=True)[:need].numpy()
@@ -153,19 +153,30 @@ class PreferenceLearner:
         pairs = np.array([[self.fitter_row[self.pool[i][0]], self.fitter_row[self.pool[j][0]]]
                           for i, j in zip(first, second)], np.int64)
         scalars = {}
-        new_obs = np.stack([self.pool[i][1] for i in new_rows]) if new_rows else self.fitter.obs[:0]
-        new_actions = np.stack([self.pool[i][2] for i in new_rows]) if new_rows else self.fitter.actions[:0]
+        stored = (self.fitter.obs, self.fitter.actions, self.fitter.next_obs)
+        new = self.arrays([self.pool[i] for i in new_rows]) if new_rows else [x if x is None else x[:0] for x in stored]
         if self.trained:  # accuracy on fresh labels, before training on them
-            all_obs = np.concatenate([self.fitter.obs, new_obs])
-            all_actions = np.concatenate([self.fitter.actions, new_actions])
-            scalars["charts/reward_model_accuracy"] = evaluate_pairs(self.ensemble, all_obs, all_actions, pairs,
-                                                                     labels, float(r.random_answer_prob))["accuracy"]
-        self.fitter.add(new_obs, new_actions, pairs, labels)
+            every = [x if x is None else np.concatenate([x, fresh]) for x, fresh in zip(stored, new)]
+            scalars["charts/reward_model_accuracy"] = evaluate_pairs(
+                self.ensemble, every[0], every[1], pairs, labels, float(r.random_answer_prob), every[2])["accuracy"]
+        self.fitter.add(new[0], new[1], pairs, labels, new[2])
         epochs = int(r.epochs) if self.trained else int(r.initial_epochs)
         scalars["losses/preference_loss"] = self.fitter.fit(epochs)
         self.trained = True
         self.labels_used += need
         return scalars
+
+    @staticmethod
+    def arrays(segments: list[tuple]) -> list[np.ndarray | None]:
+        """(M, L, ...) observations, actions and next observations (None for r(s, a)) of M pool entries
+        (id, obs, actions, true rewards[, next obs])."""
+        return [np.stack([seg[k] for seg in segments]) if k < len(segments[0]) else None for k in (1, 2, 4)]
+
+    def predicted_returns(self, segments: list[tuple]) -> torch.Tensor:
+        """(K, M) returns of M pool entries under each member, without gradient."""
+        with torch.no_grad():
+            return self.ensemble.segment_returns(*(x if x is None else torch.as_tensor(x)
+                                                   for x in self.arrays(segments))).cpu()
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly (tensors and plain values)."""

@@ -280,9 +280,10 @@ def train(cfg: DictConfig, run: Run, feedback=None) -> float:
     Args:
         feedback: None (the env's rewards), or an object that replaces each rollout's rewards before the
             advantages are computed (``algo=pbrl``'s preference learner): ``feedback.relabel(global_step,
-            obs, actions, rewards, episode_end)`` gets the rollout's raw (T, N, *obs_shape) observations,
-            (T, N, ...) actions as applied to the env, (T, N) float32 env rewards and (T, N) bool episode
-            ends, and returns (T, N) float32 rewards; ``feedback.state_dict()`` and
+            obs, actions, rewards, episode_end, next_obs)`` gets the rollout's raw (T, N, *obs_shape)
+            observations, (T, N, ...) actions as applied to the env, (T, N) float32 env rewards, (T, N) bool
+            episode ends and the raw (T, N, *obs_shape) observations each step led to (the episode's last
+            one where it ended), and returns (T, N) float32 rewards; ``feedback.state_dict()`` and
             ``feedback.load_state_dict(state)`` go into and come from the checkpoints.
     """
     args = SimpleNamespace(**OmegaConf.to_container(cfg.algo, resolve=True))
@@ -309,8 +310,9 @@ def train(cfg: DictConfig, run: Run, feedback=None) -> float:
     logprobs, values, final_values = (torch.zeros((T, N), device=device) for _ in range(3))
     # the env's per-step signals stay in NumPy until the rollout ends (one copy to the device per rollout)
     rewards_np, terminated_np, episode_end_np = (np.zeros((T, N), dtype=np.float32) for _ in range(3))
-    if feedback is not None:  # what the feedback sees: raw observations and the actions the envs got
+    if feedback is not None:  # what the feedback sees: raw observations, the actions the envs got, next observations
         raw_obs_np = np.zeros((T, N, *obs_shape), dtype=envs.single_observation_space.dtype)
+        raw_next_obs_np = np.zeros_like(raw_obs_np)
         env_actions_np = np.zeros((T, N, *space.shape), dtype=np.float32 if agent.continuous else np.int64)
 
     def checkpoint_state() -> dict:
@@ -358,6 +360,8 @@ def train(cfg: DictConfig, run: Run, feedback=None) -> float:
             if feedback is not None:
                 raw_obs_np[step], env_actions_np[step] = raw_obs, env_action
             result = envs.step(env_action)
+            if feedback is not None:
+                raw_next_obs_np[step] = result.final_obs
             run.log_episodes(global_step, result.episodes, result.learned_returns)
             rewards_np[step] = np.sign(result.reward) if clip_rewards else result.reward
             terminated_np[step], episode_end_np[step] = result.terminated, result.episode_end
@@ -371,7 +375,8 @@ def train(cfg: DictConfig, run: Run, feedback=None) -> float:
 
         # REWARDS: the env's or the feedback's, scaled by the running std of the return, step by step
         if feedback is not None:
-            rewards_np[:] = feedback.relabel(global_step, raw_obs_np, env_actions_np, rewards_np, episode_end_np > 0)
+            rewards_np[:] = feedback.relabel(global_step, raw_obs_np, env_actions_np, rewards_np, episode_end_np > 0,
+                                             raw_next_obs_np)
         for step in range(T):
             rewards_np[step] = reward_norm(rewards_np[step], episode_end_np[step] > 0)
 
