@@ -13,6 +13,7 @@ Data formats (validated on load, errors name the file, line and key):
 
 * segments, ``.npz``: ``obs`` (M, L, *obs_shape), ``actions`` (M, L) int64 or (M, L, A) float32,
   optional ``rewards`` (M, L) float32 (the true rewards, for synthetic labels and correlations),
+  optional ``next_obs`` (M, L, *obs_shape) (the observation each step led to, for rewards r(s, a, s')),
   ``ids`` (M,) int64 distinct segment ids, and ``env_id`` (a 0-d string);
 * labels, JSONL: one object per line, ``{"a": <id>, "b": <id>, "label": 0 | 0.5 | 1}``, so that
   answers collected from people plug in unchanged.
@@ -129,6 +130,8 @@ class Segments:
         rewards: (M, L) float32 true rewards, or None (e.g. clips shown to people).
         ids: (M,) int64 distinct ids, what labels files refer to.
         env_id: the gymnasium id of the env they come from.
+        next_obs: (M, L, *obs_shape) observations each step led to (the episode's last one where it ended),
+            or None; rewards r(s, a, s') need them.
     """
 
     obs: np.ndarray
@@ -136,6 +139,7 @@ class Segments:
     rewards: np.ndarray | None
     ids: np.ndarray
     env_id: str
+    next_obs: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -161,6 +165,8 @@ class Segments:
         arrays = {"obs": self.obs, "actions": self.actions, "ids": self.ids, "env_id": np.array(self.env_id)}
         if self.rewards is not None:
             arrays["rewards"] = self.rewards
+        if self.next_obs is not None:
+            arrays["next_obs"] = self.next_obs
         tmp = path.with_name(f".tmp_{path.name}")
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -184,7 +190,7 @@ def load_segments(path: str | Path) -> Segments:
     for key in ("obs", "actions", "ids", "env_id"):
         if key not in arrays:
             raise ConfigError(f"segments file {path} has no array {key!r}: expected obs, actions, ids, env_id "
-                              "and optionally rewards")
+                              "and optionally rewards and next_obs")
     obs, actions, ids = arrays["obs"], arrays["actions"], arrays["ids"]
     m = len(ids)
     if obs.ndim < 3 or obs.shape[0] != m:
@@ -197,11 +203,15 @@ def load_segments(path: str | Path) -> Segments:
     rewards = arrays.get("rewards")
     if rewards is not None and rewards.shape != (m, length):
         raise ConfigError(f"segments file {path}: rewards has shape {rewards.shape}: expected ({m}, {length})")
+    next_obs = arrays.get("next_obs")
+    if next_obs is not None and (next_obs.shape != obs.shape or next_obs.dtype != obs.dtype):
+        raise ConfigError(f"segments file {path}: next_obs is {next_obs.dtype} of shape {next_obs.shape}: expected "
+                          f"{obs.dtype} of obs's shape {obs.shape}")
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or len(np.unique(ids)) != m:
         raise ConfigError(f"segments file {path}: ids must be {m} distinct integers")
     return Segments(obs, actions.astype(np.int64) if actions.ndim == 2 else actions.astype(np.float32),
                     None if rewards is None else rewards.astype(np.float32), ids.astype(np.int64),
-                    str(arrays["env_id"]))
+                    str(arrays["env_id"]), next_obs)
 
 
 def cut_segments(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, episode_end: np.ndarray,

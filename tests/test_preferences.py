@@ -262,6 +262,92 @@ def test_a_state_only_reward_ignores_the_action_and_survives_its_checkpoint(make
     assert not torch.equal(old.reward(obs, -2 * np.ones((8, 1), np.float32)), old.reward(obs, 2 * np.ones((8, 1), np.float32)))
 
 
+def progress_segments(m=200, length=10, seed=0):
+    """Segments whose true reward is progress over the step, next_obs[0] - obs[0], with each next
+    observation a random step away from the observation: what a step earns shows only in s'."""
+    rng = np.random.default_rng(seed)
+    obs = rng.standard_normal((m, length, 3)).astype(np.float32)
+    next_obs = (obs + rng.standard_normal(obs.shape)).astype(np.float32)
+    actions = rng.uniform(-2, 2, (m, length, 1)).astype(np.float32)
+    rewards = next_obs[..., 0] - obs[..., 0]
+    return Segments(obs, actions, rewards, np.arange(m, dtype=np.int64), "Pendulum-v1", next_obs)
+
+
+def test_a_progress_reward_is_learned_only_with_the_next_observation(make_cfg, tmp_path):
+    progress_segments().save(tmp_path / "progress.npz")
+    accuracy = {}
+    for use_next_obs in ("false", "true"):
+        cfg = make_cfg("algo=reward_model", *PENDULUM, f"algo.segments_path={tmp_path / 'progress.npz'}",
+                       "algo.num_labels=600", "algo.epochs=30", "algo.learning_rate=0.01", "algo.hidden_sizes=[]",
+                       "algo.ensemble_size=1",
+                       f"algo.use_next_obs={use_next_obs}", "logging.progress=none")
+        accuracy[use_next_obs] = run_training(cfg, tmp_path / use_next_obs)
+    assert accuracy["true"] > 0.9 and accuracy["false"] < 0.75  # the step is in s' alone: r(s, a) cannot see it
+    assert scalar_values(tmp_path / "true", "charts/pearson")[-1] > 0.95
+    ensemble, payload = load_reward_model(tmp_path / "true" / "reward_model.pt")
+    assert payload["spec"]["use_next_obs"] is True
+    assert ensemble.members[0].head.net[0].weight.shape[1] == 3 + 1 + 3  # s, a, s'
+    assert load_segments(tmp_path / "true" / "segments.npz").next_obs is not None  # saved with the run's data
+    with pytest.raises(ValueError, match="pass the next observations"):
+        ensemble.reward(np.zeros((2, 3), np.float32), np.zeros((2, 1), np.float32))
+
+
+def test_segments_without_or_with_bad_next_observations_are_refused(make_cfg, tmp_path):
+    segments = progress_segments(m=6)
+    segments.next_obs = None
+    segments.save(tmp_path / "no_next.npz")
+    with pytest.raises(ConfigError) as err:
+        validate(make_cfg("algo=reward_model", *PENDULUM, f"algo.segments_path={tmp_path / 'no_next.npz'}",
+                          "algo.use_next_obs=true"))
+    assert str(err.value).startswith("algo.use_next_obs=true needs the next observations, but "
+                                     "algo.segments_path="), str(err.value)
+    validate(make_cfg("algo=reward_model", *PENDULUM, f"algo.segments_path={tmp_path / 'no_next.npz'}"))  # r(s, a)
+    arrays = dict(np.load(tmp_path / "no_next.npz"))
+    np.savez(tmp_path / "bad_next.npz", **arrays, next_obs=arrays["obs"][:, :-1])
+    with pytest.raises(ConfigError, match=r"next_obs is float32 of shape \(6, 9, 3\): expected float32 of obs's shape"):
+        load_segments(tmp_path / "bad_next.npz")
+    with pytest.raises(ConfigError, match="algo.reward_model.use_next_obs='yes' is not allowed"):
+        validate(make_cfg(*PBRL, "algo.reward_model.use_next_obs=yes"))
+
+
+def test_a_learned_reward_reads_the_last_observation_of_an_episode_not_the_reset_one(make_cfg):
+    from rlrun.envs import make_vec_env
+    from rlrun.learned_reward import LearnedRewardVecEnv, RewardEnsemble
+
+    env_cfg = make_cfg("algo=ppo", *PENDULUM)
+    envs = make_vec_env(env_cfg, 1, learned_reward=False)
+    ensemble = RewardEnsemble((3,), envs.single_action_space, [], "relu", 1, use_next_obs=True)
+    with torch.no_grad():  # r(s, a, s') = the next observation's first entry, cos(theta)
+        weight = ensemble.members[0].head.net[0].weight
+        weight.zero_()
+        weight[0, 4] = 1.0
+        ensemble.members[0].head.net[0].bias.zero_()
+    wrapped = LearnedRewardVecEnv(envs, ensemble)
+    wrapped.reset(seed=0)
+    for t in range(200):  # Pendulum's episodes end by the time limit at step 200
+        result = wrapped.step(np.zeros((1, 1), np.float32))
+        assert result.reward[0] == pytest.approx(result.final_obs[0, 0], abs=1e-6)
+    assert result.episode_end[0] and result.final_obs[0, 0] != result.obs[0, 0]
+    wrapped.close()
+
+
+def test_pbrl_with_the_next_observation_stores_it_resumes_and_drives_ppo(make_cfg, tmp_path, stop_and_resume):
+    overrides = [*PBRL, "algo.reward_model.use_next_obs=true"]
+    run_training(make_cfg(*overrides), tmp_path / "run")
+    ensemble, payload = load_reward_model(tmp_path / "run" / "reward_model.pt")
+    assert payload["spec"]["use_next_obs"] is True
+    ckpt = torch.load(sorted((tmp_path / "run" / "checkpoints").glob("step_*.pt"))[-1], weights_only=True)
+    fitter = ckpt["feedback"]["fitter"]
+    obs, next_obs = fitter["obs"].numpy(), fitter["next_obs"].numpy()
+    assert next_obs.shape == obs.shape and np.array_equal(next_obs[:, :-1], obs[:, 1:])  # s' of a step is s of the next
+    ppo = make_cfg("algo=ppo", *PENDULUM, "reward=learned", f"reward.path={tmp_path / 'run' / 'reward_model.pt'}",
+                   "total_timesteps=512", *SMALL_PPO)
+    run_training(ppo, tmp_path / "ppo")
+    assert len(scalar_values(tmp_path / "ppo", "charts/learned_episodic_return")) == 2
+    whole, split, _ = stop_and_resume(overrides, stop_at=1024)
+    assert whole == split
+
+
 def test_the_normalized_reward_is_shifted_to_zero_mean_or_zero_minimum():
     from gymnasium import spaces
 

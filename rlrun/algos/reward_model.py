@@ -2,7 +2,7 @@
 from human preferences" (NeurIPS), section 2.2.3; the text variant as TRL's RewardTrainer (Ouyang et al.
 2022, section 3.5).
 
-``algo.data=segments``: clips of (observation, action) from ``env``, either read from files
+``algo.data=segments``: clips of (observation, action), and the next observations for ``use_next_obs``, from ``env``, either read from files
 (``segments_path`` and ``labels_path``: people's answers plug in unchanged) or collected here with
 ``policy`` and labelled by the synthetic labeler on their true returns. The segments are split into
 training and held-out ones; ``num_labels`` pairs of training segments are labelled for training, and
@@ -70,6 +70,10 @@ def validate(cfg: DictConfig) -> None:
         if segments.obs.shape[2:] != obs_space.shape:
             raise ConfigError(f"{a}segments_path={segments_path!r}: observations of shape {segments.obs.shape[2:]} "
                               f"but {cfg.env.id} has {obs_space.shape}: expected segments of this env")
+        if cfg.algo.use_next_obs and segments.next_obs is None:
+            raise ConfigError(f"{a}use_next_obs=true needs the next observations, but {a}segments_path="
+                              f"{segments_path!r} has no array 'next_obs': expected segments saved with it, or "
+                              f"{a}use_next_obs=false")
         if labels_path is not None:
             pairs, _ = load_labels(labels_path, segments)
             if len(pairs) < 2:
@@ -90,7 +94,8 @@ def validate(cfg: DictConfig) -> None:
 
 def collect_segments(cfg: DictConfig, num_segments: int, length: int) -> Segments:
     """Play ``cfg.algo.policy`` (uniformly random actions, or an rlrun checkpoint's evaluation policy)
-    on one env of ``cfg.env`` until ``num_segments`` clips of ``length`` steps are cut (within episodes).
+    on one env of ``cfg.env`` until ``num_segments`` clips of ``length`` steps are cut (within episodes);
+    with ``cfg.algo.use_next_obs`` they keep the next observations too.
 
     Raises:
         ConfigError: if the checkpoint cannot be loaded or does not fit the env.
@@ -115,6 +120,7 @@ def collect_segments(cfg: DictConfig, num_segments: int, length: int) -> Segment
     obs = np.zeros((steps, 1, *obs_shape), envs.single_observation_space.dtype)
     actions = np.zeros((steps, 1, *space.shape), np.float32 if space.shape else np.int64)
     rewards, ends = np.zeros((steps, 1), np.float32), np.zeros((steps, 1), bool)
+    next_obs = np.zeros_like(obs) if cfg.algo.use_next_obs else None
     clips: list = []
     current = envs.reset(seed=int(cfg.seed) + SEED_OFFSET_COLLECT)
     while len(clips) < num_segments:  # rounds of `steps` steps; episode ends can waste a few clips' worth
@@ -123,12 +129,13 @@ def collect_segments(cfg: DictConfig, num_segments: int, length: int) -> Segment
             actions[t] = act(current)
             result = envs.step(actions[t])
             rewards[t], ends[t] = result.reward, result.episode_end
+            if next_obs is not None:
+                next_obs[t] = result.final_obs
             current = result.obs
-        clips += cut_segments(obs, actions, rewards, ends, length)
+        clips += cut_segments(obs, actions, rewards, ends, length, next_obs)
     envs.close()
-    clips = clips[:num_segments]
-    return Segments(np.stack([c[0] for c in clips]), np.stack([c[1] for c in clips]),
-                    np.stack([c[2] for c in clips]), np.arange(num_segments, dtype=np.int64), cfg.env.id)
+    obs, actions, rewards, *rest = (np.stack(arrays) for arrays in zip(*clips[:num_segments]))
+    return Segments(obs, actions, rewards, np.arange(num_segments, dtype=np.int64), cfg.env.id, *rest)
 
 
 def random_pairs(rng: np.random.Generator, rows: np.ndarray, count: int) -> np.ndarray:
@@ -190,7 +197,9 @@ def train(cfg: DictConfig, run: Run) -> float:
     train_rows = np.unique(train_pairs)
     renumber = np.full(len(segments), -1, np.int64)
     renumber[train_rows] = np.arange(len(train_rows))
-    fitter.add(segments.obs[train_rows], segments.actions[train_rows], renumber[train_pairs], train_labels)
+    next_obs = segments.next_obs if args.use_next_obs else None
+    fitter.add(segments.obs[train_rows], segments.actions[train_rows], renumber[train_pairs], train_labels,
+               None if next_obs is None else next_obs[train_rows])
     holdout_segments = np.setdiff1d(np.unique(holdout_pairs), train_rows) if segments.rewards is not None else []
 
     steps_per_epoch = -(-len(train_pairs) // int(args.batch_size))
@@ -236,18 +245,20 @@ def evaluate(ensemble: RewardEnsemble, segments: Segments, fitter: PreferenceFit
              random_answer_prob: float) -> dict[str, float]:
     """Training accuracy, held-out accuracy, loss and margin, and the correlations of predicted and true
     returns of the held-out segments (those in no training pair)."""
-    train = evaluate_pairs(ensemble, fitter.obs, fitter.actions, fitter.pairs, train_labels, random_answer_prob)
+    train = evaluate_pairs(ensemble, fitter.obs, fitter.actions, fitter.pairs, train_labels, random_answer_prob,
+                           fitter.next_obs)
+    next_obs = segments.next_obs if ensemble.use_next_obs else None
     rows = np.unique(holdout_pairs)
     renumber = np.zeros(len(segments), np.int64)
     renumber[rows] = np.arange(len(rows))
     held = evaluate_pairs(ensemble, segments.obs[rows], segments.actions[rows], renumber[holdout_pairs],
-                          holdout_labels, random_answer_prob)
+                          holdout_labels, random_answer_prob, None if next_obs is None else next_obs[rows])
     stats = {"train_accuracy": train["accuracy"], "holdout_accuracy": held["accuracy"],
              "holdout_loss": held["loss"], "margin": held["margin"]}
     if len(holdout_segments) >= 2:
         with torch.no_grad():
-            predicted = ensemble.segment_returns(torch.as_tensor(segments.obs[holdout_segments]),
-                                                 torch.as_tensor(segments.actions[holdout_segments])).mean(0)
+            predicted = ensemble.segment_returns(*(None if x is None else torch.as_tensor(x[holdout_segments])
+                                                   for x in (segments.obs, segments.actions, next_obs))).mean(0)
         stats["pearson"], stats["spearman"] = correlations(predicted.cpu().numpy(),
                                                            segments.true_returns()[holdout_segments])
     return stats
