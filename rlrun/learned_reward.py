@@ -94,10 +94,15 @@ class RewardEnsemble(nn.Module):
             imitation library's ``use_next_state``). Where the true reward is a change of state, such as
             MuJoCo's forward progress over the step, the next observation carries what the reward measures;
             every method then needs ``next_obs``.
+        init_seed: seed of the members' initial weights. They are drawn from a generator of their own, so
+            that building a reward model leaves torch's global generator, and with it the agent built next
+            (its initial weights and its sampled actions), as it was: ``algo=pbrl seed=S`` starts from the
+            same agent as ``algo=ppo seed=S``, and the two are paired.
     """
 
     def __init__(self, obs_shape: tuple[int, ...], action_space: gym.Space, hidden_sizes: list[int],
-                 activation: str, ensemble_size: int, use_actions: bool = True, use_next_obs: bool = False):
+                 activation: str, ensemble_size: int, use_actions: bool = True, use_next_obs: bool = False,
+                 init_seed: int = 0):
         super().__init__()
         self.obs_shape, self.action_space = tuple(int(d) for d in obs_shape), action_space
         self.pixels = len(self.obs_shape) == 3
@@ -105,9 +110,11 @@ class RewardEnsemble(nn.Module):
         self.action_size = action_features_size(action_space)
         self.hidden_sizes, self.activation, self.use_actions = list(hidden_sizes), activation, bool(use_actions)
         self.use_next_obs = bool(use_next_obs)
-        self.members = nn.ModuleList(RewardNet(self.obs_shape, self.action_size if self.use_actions else 0,
-                                               self.hidden_sizes, activation, self.use_next_obs)
-                                     for _ in range(ensemble_size))
+        with torch.random.fork_rng(devices=[]):  # the members are built on the CPU
+            torch.manual_seed(init_seed)
+            self.members = nn.ModuleList(RewardNet(self.obs_shape, self.action_size if self.use_actions else 0,
+                                                   self.hidden_sizes, activation, self.use_next_obs)
+                                         for _ in range(ensemble_size))
         flat = (1,) if self.pixels else self.obs_shape
         self.register_buffer("obs_mean", torch.zeros(flat))
         self.register_buffer("obs_std", torch.ones(flat))
@@ -530,7 +537,8 @@ def fitter_from_config(node, obs_shape: tuple[int, ...], action_space: gym.Space
     """A new ensemble for ``obs_shape`` and ``action_space`` on ``device`` and its PreferenceFitter, from the
     keys of ``node`` (the config node :func:`validate_model_keys` checked)."""
     ensemble = RewardEnsemble(obs_shape, action_space, list(node.hidden_sizes), node.activation,
-                              int(node.ensemble_size), bool(node.use_actions), bool(node.use_next_obs)).to(device)
+                              int(node.ensemble_size), bool(node.use_actions), bool(node.use_next_obs),
+                              init_seed=seed).to(device)
     return PreferenceFitter(ensemble, float(node.learning_rate), float(node.weight_decay), int(node.batch_size),
                             float(node.random_answer_prob), float(node.margin), float(node.center_coef),
                             bool(node.bootstrap), seed=seed, shift=str(node.shift))

@@ -411,6 +411,25 @@ def test_a_short_pbrl_run_writes_the_expected_scalars(make_cfg, tmp_path):
     assert len(stats["returns"]) == 2 and all(r < 0 for r in stats["returns"])
 
 
+def test_pbrl_starts_from_the_same_agent_as_ppo_with_the_same_seed(make_cfg, tmp_path):
+    # building the reward model leaves torch's generator alone: the first rollout (512 steps, before any
+    # update) plays the same two Pendulum episodes under both, so seeds pair the two arms of a comparison
+    run_training(make_cfg(*PBRL, "seed=3"), tmp_path / "pbrl")
+    run_training(make_cfg("algo=ppo", *PENDULUM, "seed=3", "total_timesteps=2048", *SMALL_PPO), tmp_path / "ppo")
+    pbrl, ppo = (scalar_values(tmp_path / run, "charts/episodic_return") for run in ("pbrl", "ppo"))
+    assert pbrl[:2] == ppo[:2] and pbrl[2:] != ppo[2:]  # then the rewards they learn from differ
+    from gymnasium import spaces
+
+    from rlrun.learned_reward import RewardEnsemble
+    state = torch.get_rng_state()
+    box = spaces.Box(-1, 1, (1,), np.float32)
+    first, again, other = (RewardEnsemble((3,), box, [8], "relu", 2, init_seed=seed) for seed in (1, 1, 2))
+    assert torch.equal(state, torch.get_rng_state())
+    weights = [e.members[1].head.net[0].weight for e in (first, again, other)]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+    assert not torch.equal(first.members[0].head.net[0].weight, weights[0])  # members start apart
+
+
 def test_pbrl_resumes_exactly(stop_and_resume):
     whole, split, ckpt = stop_and_resume(PBRL, stop_at=1024)
     assert ckpt["feedback"]["labels_used"] > 0
