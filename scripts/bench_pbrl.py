@@ -113,14 +113,22 @@ def return_table(a: argparse.Namespace, runs: dict[str, list[Path]]) -> tuple[st
     return "\n".join(lines) + summary, ratio
 
 
+def model_overrides(env: str) -> list[str]:
+    """``algo=reward_model`` overrides that give its model the form of ``tuned/pbrl_<env>``'s."""
+    model = compose_config(["algo=pbrl", f"env={env}"]).algo.reward_model
+    return [f"algo.{key}={str(model[key]).lower()}" for key in ("use_actions", "use_next_obs", "shift")]
+
+
 def segment_pool(a: argparse.Namespace, out: Path, true_run: Path) -> Path:
-    """Segments of uniformly random actions and of checkpoints of ``true_run``, written once to ``pool.npz``."""
+    """Segments of uniformly random actions and of checkpoints of ``true_run``, written once to ``pool.npz``
+    (with next observations where pbrl's reward model reads them)."""
     from rlrun.algos.reward_model import collect_segments
-    from rlrun.preferences import Segments
+    from rlrun.preferences import Segments, load_segments
     from rlrun.run import checkpoint_paths
 
     path = out / "pool.npz"
-    if path.exists():
+    next_obs = "algo.use_next_obs=true" in model_overrides(a.env)
+    if path.exists() and (load_segments(path).next_obs is not None or not next_obs):
         return path
     checkpoints = checkpoint_paths(true_run)
     chosen = [checkpoints[i] for i in np.linspace(0, len(checkpoints) - 1, a.policies_per_pool - 1).round().astype(int)]
@@ -128,32 +136,42 @@ def segment_pool(a: argparse.Namespace, out: Path, true_run: Path) -> Path:
     for policy in ["random", *map(str, chosen)]:
         say(f"collecting {SEGMENTS_PER_POLICY} segments with policy {Path(policy).name}")
         cfg = compose_config(["algo=reward_model", f"env={a.env}", f"algo.policy={policy}", f"seed={POOL_SEED}",
-                              "algo.segment_length=50"])
+                              "algo.segment_length=50", f"algo.use_next_obs={str(next_obs).lower()}"])
         parts.append(collect_segments(cfg, SEGMENTS_PER_POLICY, 50))
     m = sum(len(p) for p in parts)
     Segments(np.concatenate([p.obs for p in parts]), np.concatenate([p.actions for p in parts]),
-             np.concatenate([p.rewards for p in parts]), np.arange(m, dtype=np.int64), parts[0].env_id).save(path)
+             np.concatenate([p.rewards for p in parts]), np.arange(m, dtype=np.int64), parts[0].env_id,
+             np.concatenate([p.next_obs for p in parts]) if next_obs else None).save(path)
     return path
 
 
 def label_table(a: argparse.Namespace, out: Path, pool: Path) -> str:
     import torch
 
-    rows = []
+    rows, form = [], model_overrides(a.env)
     for count in a.label_counts:
         stats = []
         for seed in a.seeds:
             run_dir = out / f"labels_{count}_s{seed}"
-            if not (run_dir / "reward_model.pt").exists():
+            model = run_dir / "reward_model.pt"
+            spec = torch.load(model, weights_only=True)["spec"] if model.exists() else {}
+            if spec.get("use_next_obs", False) != ("algo.use_next_obs=true" in form):  # none yet, or another form
                 say(f"reward model on {count} labels, seed {seed}")
                 rlrun(["algo=reward_model", f"env={a.env}", f"algo.segments_path={pool}", f"algo.num_labels={count}",
-                       f"seed={seed}", "logging.progress=none", "torch_threads=1", f"hydra.run.dir={run_dir}"],
+                       *form, f"seed={seed}", "logging.progress=none", "torch_threads=1", f"hydra.run.dir={run_dir}"],
                       out / f"labels_{count}_s{seed}.log")
             metrics = torch.load(run_dir / "reward_model.pt", weights_only=True)["metrics"]
             stats.append([metrics["holdout_accuracy"], metrics["pearson"], metrics["spearman"]])
         s = np.array(stats)
         rows.append(f"| {count:,} | " + " | ".join(f"{m:.3f} +- {d:.3f}" for m, d in zip(s.mean(0), s.std(0, ddof=1))) + " |")
     return "\n".join(["| labels | held-out accuracy | Pearson | Spearman |", "|---|---|---|---|", *rows])
+
+
+def reward_form(env: str) -> str:
+    """How ``tuned/pbrl_<env>`` shapes the learned reward, e.g. "r(s, a, s') normalized to std 1 and mean 0"."""
+    model = compose_config(["algo=pbrl", f"env={env}"]).algo.reward_model
+    inputs = "s" + (", a" if model.use_actions else "") + (", s'" if model.use_next_obs else "")
+    return f"r({inputs}) normalized to std 1 and {'mean' if model.shift == 'mean' else 'minimum'} 0"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -177,14 +195,15 @@ def main(argv: list[str] | None = None) -> None:
     command = "python scripts/bench_pbrl.py " + " ".join(argv if argv is not None else sys.argv[1:])
     settings_return = (f"{a.env}, {a.steps:,} agent steps per run, seeds {', '.join(map(str, a.seeds))}; `rlrun algo=ppo "
                        f"env={a.env}` against `rlrun algo=pbrl env={a.env} algo.num_labels={a.labels}` (the same PPO "
-                       "settings; synthetic labels from the true returns of 50-step segments, 25% on the first "
-                       "rollout, ensemble of 3, active selection). Mean true episodic return of the episodes ending "
-                       "in each window, averaged over seeds:")
+                       f"settings and seeds; a learned reward {reward_form(a.env)}; synthetic labels from the true "
+                       "returns of 50-step segments, 25% on the first rollout, ensemble of 3, active selection). Mean "
+                       "true episodic return of the episodes ending in each window, averaged over seeds:")
     settings_labels = (f"{a.env}: a pool of {SEGMENTS_PER_POLICY} segments of 50 steps from each of {a.policies_per_pool} "
                        "policies (uniformly random actions and checkpoints of the true-reward PPO run of seed "
                        f"{a.seeds[0]}); `rlrun algo=reward_model algo.segments_path=pool.npz algo.num_labels=N "
-                       "seed=S`: 20% of the segments held out, N comparisons of training segments labelled by the "
-                       "deterministic synthetic labeler, an ensemble of 3 MLPs, 100 epochs. Mean +- sample std over seeds "
+                       f"{' '.join(model_overrides(a.env))} seed=S`: 20% of the segments held out, N comparisons of "
+                       "training segments labelled by the deterministic synthetic labeler, an ensemble of 3 MLPs "
+                       f"{reward_form(a.env)} (as pbrl's), 100 epochs. Mean +- sample std over seeds "
                        f"{', '.join(map(str, a.seeds))}:")
     print(f"\n{settings_return}\n\n{table}\n\n{settings_labels}\n\n{labels}")
     if a.record:
