@@ -450,8 +450,7 @@ class LearnedRewardVecEnv(VecEnv):
 
     def step(self, actions: np.ndarray) -> StepResult:
         result = self.envs.step(actions)
-        next_obs = result.final_obs if self.ensemble.use_next_obs else None
-        learned = self.ensemble.reward(self._obs, actions, next_obs).cpu().numpy().astype(np.float32)
+        learned = self.ensemble.reward(self._obs, actions, result.final_obs).cpu().numpy().astype(np.float32)
         self._learned += learned
         result.learned_returns = [float(self._learned[i]) for i in np.flatnonzero(result.episode_end)]
         self._learned[result.episode_end] = 0.0

@@ -113,9 +113,8 @@ def return_table(a: argparse.Namespace, runs: dict[str, list[Path]]) -> tuple[st
     return "\n".join(lines) + summary, ratio
 
 
-def model_overrides(env: str) -> list[str]:
-    """``algo=reward_model`` overrides that give its model the form of ``tuned/pbrl_<env>``'s."""
-    model = compose_config(["algo=pbrl", f"env={env}"]).algo.reward_model
+def model_overrides(model) -> list[str]:
+    """``algo=reward_model`` overrides that give its model the form of pbrl's reward-model config node."""
     return [f"algo.{key}={str(model[key]).lower()}" for key in ("use_actions", "use_next_obs", "shift")]
 
 
@@ -127,7 +126,7 @@ def segment_pool(a: argparse.Namespace, out: Path, true_run: Path) -> Path:
     from rlrun.run import checkpoint_paths
 
     path = out / "pool.npz"
-    next_obs = "algo.use_next_obs=true" in model_overrides(a.env)
+    next_obs = bool(a.reward_model.use_next_obs)
     if path.exists() and (load_segments(path).next_obs is not None or not next_obs):
         return path
     checkpoints = checkpoint_paths(true_run)
@@ -148,14 +147,14 @@ def segment_pool(a: argparse.Namespace, out: Path, true_run: Path) -> Path:
 def label_table(a: argparse.Namespace, out: Path, pool: Path) -> str:
     import torch
 
-    rows, form = [], model_overrides(a.env)
+    rows, form = [], model_overrides(a.reward_model)
     for count in a.label_counts:
         stats = []
         for seed in a.seeds:
             run_dir = out / f"labels_{count}_s{seed}"
             model = run_dir / "reward_model.pt"
             spec = torch.load(model, weights_only=True)["spec"] if model.exists() else {}
-            if spec.get("use_next_obs", False) != ("algo.use_next_obs=true" in form):  # none yet, or another form
+            if spec.get("use_next_obs", False) != a.reward_model.use_next_obs:  # none yet, or another form
                 say(f"reward model on {count} labels, seed {seed}")
                 rlrun(["algo=reward_model", f"env={a.env}", f"algo.segments_path={pool}", f"algo.num_labels={count}",
                        *form, f"seed={seed}", "logging.progress=none", "torch_threads=1", f"hydra.run.dir={run_dir}"],
@@ -167,9 +166,9 @@ def label_table(a: argparse.Namespace, out: Path, pool: Path) -> str:
     return "\n".join(["| labels | held-out accuracy | Pearson | Spearman |", "|---|---|---|---|", *rows])
 
 
-def reward_form(env: str) -> str:
-    """How ``tuned/pbrl_<env>`` shapes the learned reward, e.g. "r(s, a, s') normalized to std 1 and mean 0"."""
-    model = compose_config(["algo=pbrl", f"env={env}"]).algo.reward_model
+def reward_form(model) -> str:
+    """How pbrl's reward-model config node shapes the learned reward, e.g. "r(s, a, s') normalized to std 1
+    and mean 0"."""
     inputs = "s" + (", a" if model.use_actions else "") + (", s'" if model.use_next_obs else "")
     return f"r({inputs}) normalized to std 1 and {'mean' if model.shift == 'mean' else 'minimum'} 0"
 
@@ -187,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", type=Path, default=ROOT / "outputs" / "pbrl_bench")
     parser.add_argument("--record", action="store_true", help="write the tables into docs/benchmarks.md")
     a = parser.parse_args(argv)
+    a.reward_model = compose_config(["algo=pbrl", f"env={a.env}"]).algo.reward_model  # tuned/pbrl_<env>'s
     a.out_dir.mkdir(parents=True, exist_ok=True)
     runs = train_runs(a, a.out_dir)
     table, ratio = return_table(a, runs)
@@ -195,15 +195,15 @@ def main(argv: list[str] | None = None) -> None:
     command = "python scripts/bench_pbrl.py " + " ".join(argv if argv is not None else sys.argv[1:])
     settings_return = (f"{a.env}, {a.steps:,} agent steps per run, seeds {', '.join(map(str, a.seeds))}; `rlrun algo=ppo "
                        f"env={a.env}` against `rlrun algo=pbrl env={a.env} algo.num_labels={a.labels}` (the same PPO "
-                       f"settings and seeds; a learned reward {reward_form(a.env)}; synthetic labels from the true "
+                       f"settings and seeds; a learned reward {reward_form(a.reward_model)}; synthetic labels from the true "
                        "returns of 50-step segments, 25% on the first rollout, ensemble of 3, active selection). Mean "
                        "true episodic return of the episodes ending in each window, averaged over seeds:")
     settings_labels = (f"{a.env}: a pool of {SEGMENTS_PER_POLICY} segments of 50 steps from each of {a.policies_per_pool} "
                        "policies (uniformly random actions and checkpoints of the true-reward PPO run of seed "
                        f"{a.seeds[0]}); `rlrun algo=reward_model algo.segments_path=pool.npz algo.num_labels=N "
-                       f"{' '.join(model_overrides(a.env))} seed=S`: 20% of the segments held out, N comparisons of "
+                       f"{' '.join(model_overrides(a.reward_model))} seed=S`: 20% of the segments held out, N comparisons of "
                        "training segments labelled by the deterministic synthetic labeler, an ensemble of 3 MLPs "
-                       f"{reward_form(a.env)} (as pbrl's), 100 epochs. Mean +- sample std over seeds "
+                       f"{reward_form(a.reward_model)} (as pbrl's), 100 epochs. Mean +- sample std over seeds "
                        f"{', '.join(map(str, a.seeds))}:")
     print(f"\n{settings_return}\n\n{table}\n\n{settings_labels}\n\n{labels}")
     if a.record:

@@ -123,7 +123,7 @@ class PreferenceLearner:
                                            global_step - (T - 1 - t) * N)
                 self.learned_returns[i] = 0.0
         if len(clips) >= 2:
-            predicted = self.predicted_returns([(-1, *clip) for clip in clips]).mean(0)
+            predicted = self.predicted_returns(clips).mean(0)
             scalars["charts/pearson"], scalars["charts/spearman"] = correlations(
                 predicted.cpu().numpy(), np.array([c[2].sum() for c in clips]))
         self.run.log(global_step, {"charts/labels": self.labels_used, **scalars})
@@ -137,7 +137,7 @@ class PreferenceLearner:
         first = self.rng.integers(0, n, candidates)
         second = (first + self.rng.integers(1, n, candidates)) % n
         if candidates > need:  # active selection: the largest disagreement of the members
-            returns = self.predicted_returns(self.pool)  # (K, n)
+            returns = self.predicted_returns([seg[1:] for seg in self.pool])  # (K, n)
             disagreement = torch.sigmoid(returns[:, first] - returns[:, second]).std(0) if len(returns) > 1 \
                 else -torch.sigmoid(returns[0, first] - returns[0, second]).sub(0.5).abs()  # K = 1: nearest to 0.5
             chosen = torch.argsort(disagreement, descending=True)[:need].numpy()
@@ -154,7 +154,7 @@ class PreferenceLearner:
                           for i, j in zip(first, second)], np.int64)
         scalars = {}
         stored = (self.fitter.obs, self.fitter.actions, self.fitter.next_obs)
-        new = self.arrays([self.pool[i] for i in new_rows]) if new_rows else [x if x is None else x[:0] for x in stored]
+        new = self.arrays([self.pool[i][1:] for i in new_rows]) if new_rows else [x if x is None else x[:0] for x in stored]
         if self.trained:  # accuracy on fresh labels, before training on them
             every = [x if x is None else np.concatenate([x, fresh]) for x, fresh in zip(stored, new)]
             scalars["charts/reward_model_accuracy"] = evaluate_pairs(
@@ -167,16 +167,16 @@ class PreferenceLearner:
         return scalars
 
     @staticmethod
-    def arrays(segments: list[tuple]) -> list[np.ndarray | None]:
-        """(M, L, ...) observations, actions and next observations (None for r(s, a)) of M pool entries
-        (id, obs, actions, true rewards[, next obs])."""
-        return [np.stack([seg[k] for seg in segments]) if k < len(segments[0]) else None for k in (1, 2, 4)]
+    def arrays(clips: list[tuple]) -> list[np.ndarray | None]:
+        """(M, L, ...) observations, actions and next observations (None for r(s, a)) of M clips
+        (obs, actions, true rewards[, next obs]) as :func:`cut_segments` cuts them."""
+        return [np.stack([clip[k] for clip in clips]) if k < len(clips[0]) else None for k in (0, 1, 3)]
 
-    def predicted_returns(self, segments: list[tuple]) -> torch.Tensor:
-        """(K, M) returns of M pool entries under each member, without gradient."""
+    def predicted_returns(self, clips: list[tuple]) -> torch.Tensor:
+        """(K, M) returns of M clips under each member, without gradient."""
         with torch.no_grad():
             return self.ensemble.segment_returns(*(x if x is None else torch.as_tensor(x)
-                                                   for x in self.arrays(segments))).cpu()
+                                                   for x in self.arrays(clips))).cpu()
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly (tensors and plain values)."""

@@ -357,11 +357,9 @@ def train(cfg: DictConfig, run: Run, feedback=None) -> float:
             env_action = actions[step].cpu().numpy()
             if agent.continuous:  # applied clipped, stored unclipped (Huang et al. 2022, continuous detail 4)
                 env_action = np.clip(env_action, space.low, space.high)
-            if feedback is not None:
-                raw_obs_np[step], env_actions_np[step] = raw_obs, env_action
             result = envs.step(env_action)
             if feedback is not None:
-                raw_next_obs_np[step] = result.final_obs
+                raw_obs_np[step], env_actions_np[step], raw_next_obs_np[step] = raw_obs, env_action, result.final_obs
             run.log_episodes(global_step, result.episodes, result.learned_returns)
             rewards_np[step] = np.sign(result.reward) if clip_rewards else result.reward
             terminated_np[step], episode_end_np[step] = result.terminated, result.episode_end
