@@ -91,7 +91,8 @@ def test_short_breakout_run_writes_ppo_scalars_and_a_checkpoint(make_cfg, tmp_pa
 def test_short_halfcheetah_run_saves_its_normalization_statistics(make_cfg, tmp_path):
     cfg = make_cfg("algo=ppo", "env=halfcheetah", "algo.num_steps=256", "algo.num_minibatches=4",
                    "total_timesteps=1024", "logging.progress=none")
-    assert cfg.algo.normalize_obs and cfg.algo.update_epochs == 10  # CleanRL ppo_continuous_action settings
+    assert cfg.algo.normalize_obs and cfg.algo.update_epochs == 20  # RL Zoo's HalfCheetah settings
+    assert cfg.algo.init_log_std == -2.0 and cfg.algo.hidden_sizes == [256, 256]
     run_training(cfg, tmp_path / "run")
     scalars = read_scalars(tmp_path / "run")
     assert all(scalars.get(tag) for tag in PPO_TAGS)
@@ -99,6 +100,19 @@ def test_short_halfcheetah_run_saves_its_normalization_statistics(make_cfg, tmp_
     assert ckpt["obs_norm"]["count"] == pytest.approx(1025, abs=1)  # the reset obs and 1,024 steps
     assert tuple(ckpt["obs_norm"]["mean"].shape) == (17,) and ckpt["reward_norm"]["rms"]["count"] > 1000
     assert ckpt["agent"]["actor_logstd"].shape == (1, 6)
+    assert ckpt["agent"]["actor_logstd"].numpy() == pytest.approx(-2.0, abs=0.05)  # started at -2, lr 2e-5
+
+
+def test_gaussian_policy_starts_at_the_configured_log_std():
+    from gymnasium import spaces
+
+    from rlrun.algos.ppo import Agent
+
+    space = spaces.Box(-1.0, 1.0, (3,))
+    assert Agent((4,), space, [8], "tanh").actor_logstd.detach().numpy() == pytest.approx(np.zeros((1, 3)))
+    agent = Agent((4,), space, [8], "tanh", init_log_std=-2.0)
+    dist, _ = agent.dist_and_value(torch.zeros(5, 4))
+    assert dist.stddev.detach().numpy() == pytest.approx(np.full((5, 3), np.exp(-2.0)), rel=1e-6)
 
 
 def test_ppo_resume_gives_the_same_scalars_as_an_uninterrupted_run(stop_and_resume):
@@ -116,6 +130,8 @@ def test_ppo_resume_gives_the_same_scalars_as_an_uninterrupted_run(stop_and_resu
     (["env=halfcheetah", "algo.policy=categorical"], "algo.policy", "gaussian (or auto): HalfCheetah-v5 has continuous"),
     (["env=cartpole", "algo.policy=gaussian"], "algo.policy", "categorical (or auto): CartPole-v1 has discrete"),
     (["algo.compile=sometimes"], "algo.compile", "true, false or auto"),
+    (["algo.init_log_std=5"], "algo.init_log_std", "<= 2"),
+    (["algo.init_log_std=small"], "algo.init_log_std", "a number"),
 ])
 def test_bad_ppo_values_give_one_clear_error(make_cfg, overrides, key, allowed):
     from rlrun.cli import validate

@@ -55,6 +55,7 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, a + "target_kl", low=0, low_open=True, optional=True)
     check_int_list(cfg, a + "hidden_sizes")
     check_choice(cfg, a + "activation", ["tanh", "relu"])
+    check_number(cfg, a + "init_log_std", low=-20, high=2)
     check_bool(cfg, a + "normalize_obs")
     check_bool(cfg, a + "normalize_reward")
     check_number(cfg, a + "obs_clip", low=0, low_open=True)
@@ -88,10 +89,12 @@ class Agent(nn.Module):
         obs_shape: one observation's shape.
         action_space: Discrete(n) or a 1-D Box.
         hidden_sizes, activation: MLP layers for vector observations.
+        init_log_std: initial log standard deviation of the Gaussian policy (0 as in CleanRL; RL Zoo's
+            MuJoCo settings start at -2, a standard deviation of 0.14 in actions bounded by [-1, 1]).
     """
 
     def __init__(self, obs_shape: tuple[int, ...], action_space: gym.Space, hidden_sizes: list[int],
-                 activation: str):
+                 activation: str, init_log_std: float = 0.0):
         super().__init__()
         self.continuous = isinstance(action_space, spaces.Box)
         out = int(np.prod(action_space.shape)) if self.continuous else int(action_space.n)
@@ -104,7 +107,7 @@ class Agent(nn.Module):
             self.actor = orthogonal_init(MLP(obs_shape[0], out, hidden_sizes, activation), last_gain=POLICY_HEAD_GAIN)
             self.critic = orthogonal_init(MLP(obs_shape[0], 1, hidden_sizes, activation), last_gain=VALUE_HEAD_GAIN)
         if self.continuous:
-            self.actor_logstd = nn.Parameter(torch.zeros(1, out))
+            self.actor_logstd = nn.Parameter(torch.full((1, out), float(init_log_std)))
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """(B, *obs_shape) -> (B,) state values."""
@@ -243,7 +246,8 @@ def make_minibatch_loss(agent: Agent, args: SimpleNamespace, use_compile: bool):
 def make_agent(cfg: DictConfig, envs: VecEnv, device: torch.device) -> Agent:
     """The Agent for ``envs``' spaces and ``cfg.algo``'s network keys, on ``device``."""
     obs_shape = envs.single_observation_space.shape
-    agent = Agent(obs_shape, envs.single_action_space, list(cfg.algo.hidden_sizes), cfg.algo.activation).to(device)
+    agent = Agent(obs_shape, envs.single_action_space, list(cfg.algo.hidden_sizes), cfg.algo.activation,
+                  cfg.algo.get("init_log_std", 0.0)).to(device)  # runs saved before the key existed: 0
     if len(obs_shape) == 3 and cfg.algo.channels_last:
         agent = agent.to(memory_format=torch.channels_last)
     return agent
