@@ -12,7 +12,8 @@
    accuracy and Pearson / Spearman correlations with the true segment returns are tabulated (the shape of
    Christiano et al.'s labels-versus-performance figure).
 
-Runs that already finished in ``--out-dir`` are reused (their final checkpoint or reward model exists).
+Runs that already finished in ``--out-dir`` are reused (their final checkpoint or reward model exists); a run
+there whose saved ``algo`` settings differ from what rlrun composes now stops the script with the keys named.
 
 Usage::
 
@@ -57,6 +58,22 @@ def finished(run_dir: Path, steps: int) -> bool:
     return bool(paths) and int(paths[-1].stem.split("_")[1]) >= steps - steps % 2048
 
 
+def changed_settings(run_dir: Path, overrides: list[str]) -> list[str]:
+    """The ``algo`` keys whose value in ``run_dir``'s saved config differs from what ``overrides`` compose to
+    now (a key missing on either side counts), e.g. ["algo.init_log_std"]."""
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml").algo, resolve=True)
+    now = OmegaConf.to_container(compose_config(overrides).algo, resolve=True)
+
+    def flat(node, prefix="algo."):
+        return {k: v for key, value in node.items()
+                for k, v in (flat(value, f"{prefix}{key}.").items() if isinstance(value, dict) else [(prefix + key, value)])}
+
+    saved, now = flat(saved), flat(now)
+    return sorted(k for k in saved.keys() | now.keys() if saved.get(k, "missing") != now.get(k, "missing"))
+
+
 def episodes(run_dir: Path) -> list[tuple[int, float]]:
     from rlrun.run import read_scalars
 
@@ -80,6 +97,12 @@ def train_runs(a: argparse.Namespace, out: Path) -> dict[str, list[Path]]:
     for seed in a.seeds:
         for kind, extra in (("true", ["algo=ppo"]), ("pbrl", ["algo=pbrl", f"algo.num_labels={a.labels}"])):
             run_dir = out / f"{kind}_s{seed}"
+            if (run_dir / "config.yaml").exists():  # reuse (or resume) only a run of today's settings
+                changed = changed_settings(run_dir, [*extra, *common, f"seed={seed}"])
+                if changed:
+                    sys.exit(f"bench_pbrl: {run_dir} was trained with other settings than rlrun composes now "
+                             f"({', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}); pass another "
+                             "--out-dir to train afresh")
             if not finished(run_dir, a.steps):
                 say(f"training {kind} seed {seed} into {run_dir}")
                 start = time.time()

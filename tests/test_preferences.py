@@ -476,3 +476,24 @@ def test_dqn_trains_on_a_learned_reward(make_cfg, tmp_path):
     assert len(true) == len(learned) > 5
     assert all(r == int(r) for r in true)  # CartPole's true return counts steps
     assert any(r != int(r) for r in learned)
+
+
+def test_pbrl_benchmark_refuses_to_reuse_runs_trained_with_other_settings(make_cfg, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_pbrl.py"
+    old = tmp_path / "true_s1"  # a run of yesterday's settings: another initial log std
+    old.mkdir()
+    OmegaConf.save(make_cfg("algo=ppo", "env=halfcheetah", "algo.init_log_std=0.0"), old / "config.yaml")
+    done = subprocess.run([sys.executable, str(script), "--out-dir", str(tmp_path), "--seeds", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    message = done.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"bench_pbrl: {old} was trained with other settings") and "(algo.init_log_std)" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["true_s1"]  # nothing trained, nothing overwritten
+    assert (old / "config.yaml").read_text() == OmegaConf.to_yaml(
+        make_cfg("algo=ppo", "env=halfcheetah", "algo.init_log_std=0.0"))
