@@ -102,6 +102,16 @@ def test_short_halfcheetah_run_saves_its_normalization_statistics(make_cfg, tmp_
     assert ckpt["agent"]["actor_logstd"].shape == (1, 6)
     assert ckpt["agent"]["actor_logstd"].numpy() == pytest.approx(-2.0, abs=0.05)  # started at -2, lr 2e-5
 
+    from rlrun.evaluate import evaluate_checkpoint  # a checkpoint saved before init_log_std existed still plays
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.create(ckpt["config"])
+    del saved.algo["init_log_std"]
+    ckpt["config"] = OmegaConf.to_yaml(saved)
+    old = tmp_path / "run" / "checkpoints" / "step_000000000001.pt"
+    torch.save(ckpt, old)
+    assert evaluate_checkpoint(old, episodes=1, video=False)["global_step"] == ckpt["global_step"]
+
 
 def test_gaussian_policy_starts_at_the_configured_log_std():
     from gymnasium import spaces
