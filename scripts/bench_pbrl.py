@@ -63,14 +63,10 @@ def changed_settings(run_dir: Path, overrides: list[str]) -> list[str]:
     now (a key missing on either side counts), e.g. ["algo.init_log_std"]."""
     from omegaconf import OmegaConf
 
-    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml").algo, resolve=True)
-    now = OmegaConf.to_container(compose_config(overrides).algo, resolve=True)
+    from rlrun.plot import flatten
 
-    def flat(node, prefix="algo."):
-        return {k: v for key, value in node.items()
-                for k, v in (flat(value, f"{prefix}{key}.").items() if isinstance(value, dict) else [(prefix + key, value)])}
-
-    saved, now = flat(saved), flat(now)
+    saved = flatten(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml").algo, resolve=True), "algo")
+    now = flatten(OmegaConf.to_container(compose_config(overrides).algo, resolve=True), "algo")
     return sorted(k for k in saved.keys() | now.keys() if saved.get(k, "missing") != now.get(k, "missing"))
 
 
