@@ -171,12 +171,11 @@ def label_table(a: argparse.Namespace, out: Path, pool: Path) -> str:
         stats = []
         for seed in a.seeds:
             run_dir = out / f"labels_{count}_s{seed}"
-            model = run_dir / "reward_model.pt"
-            spec = torch.load(model, weights_only=True)["spec"] if model.exists() else {}
-            if spec.get("use_next_obs", False) != a.reward_model.use_next_obs:  # none yet, or another form
+            settings = ["algo=reward_model", f"env={a.env}", f"algo.segments_path={pool}", f"algo.num_labels={count}",
+                        *form, f"seed={seed}"]
+            if not (run_dir / "reward_model.pt").exists() or changed_settings(run_dir, settings):  # none, or stale
                 say(f"reward model on {count} labels, seed {seed}")
-                rlrun(["algo=reward_model", f"env={a.env}", f"algo.segments_path={pool}", f"algo.num_labels={count}",
-                       *form, f"seed={seed}", "logging.progress=none", "torch_threads=1", f"hydra.run.dir={run_dir}"],
+                rlrun([*settings, "logging.progress=none", "torch_threads=1", f"hydra.run.dir={run_dir}"],
                       out / f"labels_{count}_s{seed}.log")
             metrics = torch.load(run_dir / "reward_model.pt", weights_only=True)["metrics"]
             stats.append([metrics["holdout_accuracy"], metrics["pearson"], metrics["spearman"]])
@@ -206,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", action="store_true", help="write the tables into docs/benchmarks.md")
     a = parser.parse_args(argv)
     a.reward_model = compose_config(["algo=pbrl", f"env={a.env}"]).algo.reward_model  # tuned/pbrl_<env>'s
+    a.out_dir = a.out_dir.resolve()  # absolute, so that the paths saved in run configs compare equal from any cwd
     a.out_dir.mkdir(parents=True, exist_ok=True)
     runs = train_runs(a, a.out_dir)
     table, ratio = return_table(a, runs)
