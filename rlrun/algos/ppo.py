@@ -355,9 +355,10 @@ def train(cfg: DictConfig, run: Run, feedback=None) -> float:
         final_values.zero_()
         for step in range(T):
             global_step += N
-            obs_t = torch.as_tensor(obs, device=device)
-            obs_buf[step] = obs_t
-            actions[step], logprobs[step], values[step] = agent.sample_action(obs_t)
+            obs_buf[step] = torch.as_tensor(obs, device=device)
+            # the network reads the buffer, not the env's array: float results can depend on the input's memory
+            # alignment, and a resumed run's first observations come from the checkpoint, not the env
+            actions[step], logprobs[step], values[step] = agent.sample_action(obs_buf[step])
             env_action = actions[step].cpu().numpy()
             if agent.continuous:  # applied clipped, stored unclipped (Huang et al. 2022, continuous detail 4)
                 env_action = np.clip(env_action, space.low, space.high)
