@@ -14,7 +14,7 @@ The figures:
    envs; agent steps per second summed over the envs.
 2. One DQN update at batch 32, in ms: target-network forward, TD target
    (``rlrun.algos.dqn.td_target``), online forward, backward and Adam step on
-   ``rlrun.nets.NatureCNN``, as in ``rlrun.algos.dqn.train`` (replay sampling
+   ``rlrun.nn.networks.NatureCNN``, as in ``rlrun.algos.dqn.train`` (replay sampling
    excluded). Three variants: eager NCHW, the network in channels_last (rlrun's
    default ``algo.channels_last=true``), and the TD loss under ``torch.compile``
    with channels_last (``algo.compile=true``), warmed up (compiled) before timing.
@@ -106,7 +106,7 @@ QUICK = {"repeats": 1, "steps": 400, "learning_starts": 200, "env_steps": 1000, 
 
 def bench_env(num_envs: int, agent_steps: int, repeats: int) -> float:
     """Median agent steps/s (summed over envs) of rlrun's AtariVecEnv on Breakout with random actions."""
-    from rlrun.envs import make_vec_env
+    from rlrun.envs.factory import make_vec_env
 
     envs = make_vec_env(compose_config(["env=breakout"]), num_envs)
     envs.reset(seed=SEED)
@@ -140,8 +140,8 @@ def bench_update(channels_last: bool, compile: bool, calls: int, repeats: int) -
     import torch
 
     from rlrun.algos.dqn import make_update
-    from rlrun.nets import make_adam
-    from rlrun.nets import NatureCNN
+    from rlrun.nn.optim import make_adam
+    from rlrun.nn.networks import NatureCNN
 
     torch.manual_seed(SEED)
     q_network = NatureCNN(OBS_SHAPE[0], N_ACTIONS)
@@ -166,8 +166,8 @@ def bench_update(channels_last: bool, compile: bool, calls: int, repeats: int) -
 
 def train_rlrun(learning_starts: int, steps: int, compile: bool) -> list[tuple[int, float]]:
     """Train rlrun's DQN on Breakout; returns (step, wall time) of every ``losses/td_loss`` event."""
-    from rlrun.cli import run_training
-    from rlrun.run import read_scalars
+    from rlrun.cli.train import run_training
+    from rlrun.core.events import read_scalars
 
     r = REFERENCE
     cfg = compose_config([
@@ -238,7 +238,7 @@ def train_sb3(learning_starts: int, steps: int) -> tuple[list[tuple[int, float]]
 
 def fill_replay(capacity: int) -> int:
     """Write every slot of an rlrun ReplayBuffer of ``capacity`` Atari transitions; returns len(buffer)."""
-    from rlrun.replay import ReplayBuffer
+    from rlrun.data.replay import ReplayBuffer
 
     rb = ReplayBuffer(capacity, OBS_SHAPE, np.uint8, num_envs=1, frame_stack=OBS_SHAPE[0], seed=SEED)
     frames = np.random.default_rng(SEED).integers(1, 256, size=(64, 1, *OBS_SHAPE), dtype=np.uint8)
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(("SB3 DQN", "-", "stable-baselines3 not installed"))
 
     if not args.skip_memory:
-        from rlrun.replay import ReplayBuffer
+        from rlrun.data.replay import ReplayBuffer
 
         size, rss = in_subprocess(fill_replay, args.fill)
         assert size == args.fill, (size, args.fill)

@@ -52,7 +52,7 @@ def rlrun(args: list[str], log: Path) -> None:
 
 def finished(run_dir: Path, steps: int) -> bool:
     """True if ``run_dir`` holds a run whose newest checkpoint is at ``steps`` or beyond (rounded to rollouts)."""
-    from rlrun.run import checkpoint_paths
+    from rlrun.core.checkpoint import checkpoint_paths
 
     paths = checkpoint_paths(run_dir) if run_dir.is_dir() else []
     return bool(paths) and int(paths[-1].stem.split("_")[1]) >= steps - steps % 2048
@@ -63,7 +63,7 @@ def changed_settings(run_dir: Path, overrides: list[str]) -> list[str]:
     now (a key missing on either side counts), e.g. ["algo.init_log_std"]."""
     from omegaconf import OmegaConf
 
-    from rlrun.plot import flatten
+    from rlrun.core.config import flatten
 
     saved = flatten(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml").algo, resolve=True), "algo")
     now = flatten(OmegaConf.to_container(compose_config(overrides).algo, resolve=True), "algo")
@@ -71,13 +71,13 @@ def changed_settings(run_dir: Path, overrides: list[str]) -> list[str]:
 
 
 def episodes(run_dir: Path) -> list[tuple[int, float]]:
-    from rlrun.run import read_scalars
+    from rlrun.core.events import read_scalars
 
     return [(s, v) for s, v, _ in read_scalars(run_dir)["charts/episodic_return"]]
 
 
 def last_scalar(run_dir: Path, tag: str) -> float:
-    from rlrun.run import read_scalars
+    from rlrun.core.events import read_scalars
 
     values = read_scalars(run_dir).get(tag, [])
     return values[-1][1] if values else float("nan")
@@ -141,8 +141,8 @@ def segment_pool(a: argparse.Namespace, out: Path, true_run: Path) -> Path:
     """Segments of uniformly random actions and of checkpoints of ``true_run``, written once to ``pool.npz``
     (with next observations where pbrl's reward model reads them)."""
     from rlrun.algos.reward_model import collect_segments
-    from rlrun.preferences import Segments, load_segments
-    from rlrun.run import checkpoint_paths
+    from rlrun.rlhf.preference_data import Segments, load_segments
+    from rlrun.core.checkpoint import checkpoint_paths
 
     path = out / "pool.npz"
     next_obs = bool(a.reward_model.use_next_obs)

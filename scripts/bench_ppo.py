@@ -104,8 +104,8 @@ def rlrun_overrides(env: str, settings: dict[str, Any], steps: int) -> list[str]
 def train_rlrun(overrides: list[str]) -> list[tuple[int, float]]:
     """Train rlrun's PPO with ``overrides``; returns (step, wall time) of every ``losses/approx_kl``
     event, one per iteration."""
-    from rlrun.cli import run_training
-    from rlrun.run import read_scalars
+    from rlrun.cli.train import run_training
+    from rlrun.core.events import read_scalars
 
     cfg = compose_config(["algo=ppo", f"seed={SEED}", "logging.progress=none", "checkpoint.interval=0", *overrides])
     with tempfile.TemporaryDirectory(prefix="bench_ppo_") as tmp:

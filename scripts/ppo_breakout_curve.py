@@ -72,7 +72,7 @@ def train_sb3(steps: int) -> tuple[list[tuple[int, float]], float]:
 
 def rlrun_episodes(run_dir: Path) -> list[tuple[int, float]]:
     """(agent step, raw return) of every finished game of an rlrun run."""
-    from rlrun.run import read_scalars
+    from rlrun.core.events import read_scalars
 
     return [(step, value) for step, value, _ in read_scalars(run_dir)["charts/episodic_return"]]
 

@@ -99,7 +99,7 @@ def q_table(run_dir: Path) -> np.ndarray:
 
 def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     """(step, value) of a TensorBoard tag of a run."""
-    from rlrun.run import read_scalars
+    from rlrun.core.events import read_scalars
 
     return [(step, value) for step, value, _ in read_scalars(run_dir).get(tag, [])]
 
@@ -177,7 +177,8 @@ def slide_gradient() -> tuple[str, bool]:
     """The policy-gradient estimate of the slide's seven samples, by autodiff of rlrun's logistic policy."""
     import torch
 
-    from rlrun.algos.reinforce import LogisticPolicy, policy_gradient_estimate
+    from rlrun.nn.heads import LogisticPolicy
+    from rlrun.algos.reinforce import policy_gradient_estimate
 
     policy = LogisticPolicy(init=(0.0, 0.0))
     obs = torch.tensor([[x] for x, _, _ in SLIDE_SAMPLES])
@@ -205,8 +206,8 @@ def check_baseline(dirs: list[Path]) -> tuple[str, bool]:
 
 def bradley_terry_probabilities() -> tuple[str, bool]:
     """The lecture's pizza numbers under rlrun's Bradley-Terry probability, and the gaps its guess needs."""
-    from rlrun.preferences import bradley_terry_probability
-    from rlrun.social_choice import bradley_terry_reward_gap
+    from rlrun.rlhf.preferences import bradley_terry_probability
+    from rlrun.rlhf.social_choice import bradley_terry_reward_gap
 
     equal = float(bradley_terry_probability(PIZZA_EQUAL, PIZZA_EQUAL))
     strong = float(bradley_terry_probability(PIZZA_DEEP_DISH, PIZZA_FLAT))
@@ -227,8 +228,8 @@ def bradley_terry_probabilities() -> tuple[str, bool]:
 
 def bradley_terry_transitivity() -> tuple[str, bool]:
     """P(i > k) deduced from P(i > j) and P(j > k) (the odds multiply) against the model's own P(i > k)."""
-    from rlrun.preferences import bradley_terry_probability
-    from rlrun.social_choice import transitive_probability
+    from rlrun.rlhf.preferences import bradley_terry_probability
+    from rlrun.rlhf.social_choice import transitive_probability
 
     rng = np.random.default_rng(TRANSITIVITY_SEED)
     r_i, r_j, r_k = rng.uniform(-TRANSITIVITY_REWARD_RANGE, TRANSITIVITY_REWARD_RANGE, (3, TRANSITIVITY_TRIPLES))
@@ -243,8 +244,8 @@ def bradley_terry_transitivity() -> tuple[str, bool]:
 
 def social_choice_winners() -> tuple[str, bool]:
     """Condorcet, Copeland and Borda winners of a Bradley-Terry matrix and of a preference cycle."""
-    from rlrun.social_choice import (borda_scores, borda_winners, bradley_terry_matrix, condorcet_winner,
-                                     copeland_scores, copeland_winners)
+    from rlrun.rlhf.social_choice import (borda_scores, borda_winners, bradley_terry_matrix, condorcet_winner,
+                                          copeland_scores, copeland_winners)
 
     def winners(P: np.ndarray) -> tuple[int | None, list[int], list[int]]:
         return condorcet_winner(P), copeland_winners(P), borda_winners(P)
@@ -265,7 +266,7 @@ def social_choice_winners() -> tuple[str, bool]:
 def check_linear_reward(dirs: list[Path]) -> tuple[str, bool]:
     import torch
 
-    from rlrun.learned_reward import load_reward_model
+    from rlrun.rlhf.reward_models import load_reward_model
 
     ensemble, payload = load_reward_model(dirs[0] / "reward_model.pt")
     cfg_weights = LINEAR_FEATURE_WEIGHTS + [LINEAR_ACTION_REWARDS[1] - LINEAR_ACTION_REWARDS[0]]
@@ -377,7 +378,7 @@ def maxent_gradient_identity() -> tuple[str, bool]:
 def prepare_soft_expert(out_dir: Path) -> dict[str, list[str]]:
     """Train lecture/gridworld_soft_expert into ``out_dir`` and save EXPERT_DEMOS of its episodes; returns the
     override that gives them to maxent_irl."""
-    from rlrun.evaluate import evaluate_checkpoint
+    from rlrun.cli.evaluate import evaluate_checkpoint
 
     expert = out_dir / "gridworld_soft_expert"
     run_experiment("gridworld_soft_expert", expert, [])
@@ -388,7 +389,7 @@ def prepare_soft_expert(out_dir: Path) -> dict[str, list[str]]:
 def prepare_corridor_expert(out_dir: Path) -> dict[str, list[str]]:
     """Train lecture/gridworld_corridor_expert, save CORRIDOR_DEMOS of its episodes for behavior cloning and
     evaluate it on EVAL_EPISODES (its eval/ JSON is the expert's return); returns bc's and dagger's overrides."""
-    from rlrun.evaluate import evaluate_checkpoint
+    from rlrun.cli.evaluate import evaluate_checkpoint
 
     expert = out_dir / "gridworld_corridor_expert"
     run_experiment("gridworld_corridor_expert", expert, [])
@@ -417,7 +418,7 @@ def check_bc_dagger(dirs: list[Path]) -> tuple[str, bool]:
 def check_maxent_irl(dirs: list[Path]) -> tuple[str, bool]:
     from rlrun.algos.maxent_irl import expected_visits
     from rlrun.envs.lecture import GridWorld
-    from rlrun.run import latest_checkpoint
+    from rlrun.core.checkpoint import latest_checkpoint
 
     _, ckpt = latest_checkpoint(dirs[0].parent / "gridworld_soft_expert")
     env = GridWorld()
@@ -595,7 +596,7 @@ RESULTS = [
 
 def run_experiment(name: str, run_dir: Path, overrides: list[str]) -> float:
     """Train ``+experiment=lecture/<name>`` into ``run_dir`` (quietly); returns the seconds it took."""
-    from rlrun.cli import run_training
+    from rlrun.cli.train import run_training
 
     cfg = compose_config([f"+experiment=lecture/{name}", "logging.progress=none", *overrides])
     start = time.perf_counter()

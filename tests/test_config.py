@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlrun import algos
-from rlrun.cli import validate
-from rlrun.config import ConfigError
+from rlrun.cli.train import validate
+from rlrun.core import registry
+from rlrun.core.config import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ENVS = sorted(p.stem for p in (CONFIGS / "env").glob("*.yaml") if p.stem not in ("atari", "gym"))
@@ -39,8 +39,19 @@ def expected_refusal(env: str, algo: str) -> str | None:
     return None
 
 
-def test_every_algo_config_has_a_registered_module():
-    assert ALGOS and set(ALGOS) <= set(algos.available())
+def test_every_algo_config_has_a_registered_spec_and_every_spec_a_config(make_cfg):
+    assert ALGOS and ALGOS == registry.names()
+    for name in ALGOS:
+        spec = registry.get(name)
+        assert spec.name == make_cfg(f"algo={name}").algo.name == name
+        assert spec.train.__module__ == spec.validate.__module__ == f"rlrun.algos.{name}"
+
+
+def test_an_unregistered_algo_name_is_one_error_listing_the_registered_ones():
+    with pytest.raises(ConfigError) as info:
+        registry.get("rainbow")
+    assert str(info.value) == ("algo.name='rainbow' is not allowed: expected one of bc, dagger, dqn, maxent_irl, pbrl, "
+                               "ppo, q_learning, reinforce, reward_model, td, value_iteration")
 
 
 @pytest.mark.parametrize("algo", ALGOS)

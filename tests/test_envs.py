@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlrun.envs import make_vec_env
+from rlrun.envs.factory import make_vec_env
 
 
 def play_until_episodes(env, n_episodes, seed, max_steps=20_000):

@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from rlrun.cli import run_training
-from rlrun.envs import make_vec_env
+from rlrun.cli.evaluate import EXIT_BAD_INPUT, main
+from rlrun.cli.train import run_training
+from rlrun.core.events import read_scalars
+from rlrun.envs.factory import make_vec_env
 from rlrun.envs.render import make_render_env
-from rlrun.evaluate import EXIT_BAD_INPUT, evaluate, main
-from rlrun.run import read_scalars
-
-RLRUN_EVAL = [sys.executable, "-m", "rlrun.evaluate"]
+from rlrun.envs.rollout import evaluate
 
 
-def rlrun_eval(*args: str | Path) -> subprocess.CompletedProcess:
-    out = subprocess.run([*RLRUN_EVAL, *map(str, args)], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    return out
+@pytest.fixture(scope="session")
+def rlrun_eval(cli):
+    """rlrun_eval(*args) runs rlrun-eval in a subprocess and checks that it succeeded."""
+    def _run(*args: str | Path):
+        out = cli("rlrun-eval", *args)
+        assert out.returncode == 0, out.stderr
+        return out
+
+    return _run
 
 
 def frame_count(path: Path) -> int:
@@ -36,10 +38,10 @@ def frame_count(path: Path) -> int:
     return n
 
 
-def test_eval_of_a_breakout_run_writes_json_and_scalars(make_cfg, tmp_path):
+def test_eval_of_a_breakout_run_writes_json_and_scalars(make_cfg, tmp_path, rlrun_eval):
     run_dir = tmp_path / "run"
     run_training(make_cfg("env=breakout", "total_timesteps=600", "algo.learning_starts=400",
-                          "replay.buffer_size=1000", "checkpoint.interval=300", "logging.progress=none"), run_dir)
+                          "replay.buffer_size=1000", "checkpoint.interval=300"), run_dir)
 
     out = rlrun_eval(run_dir, "--episodes", "2")  # the newest checkpoint, step 600
     report = json.loads((run_dir / "eval" / "step_000000000600.json").read_text())
@@ -67,10 +69,10 @@ def test_eval_of_a_breakout_run_writes_json_and_scalars(make_cfg, tmp_path):
     assert read_scalars(run_dir)["charts/episodic_return"]  # the training curves are still there
 
 
-def test_video_of_a_cartpole_run_has_one_mp4_per_episode_with_every_frame(make_cfg, tmp_path):
+def test_video_of_a_cartpole_run_has_one_mp4_per_episode_with_every_frame(make_cfg, tmp_path, rlrun_eval):
     run_dir = tmp_path / "run"
     run_training(make_cfg("env=cartpole", "env.max_episode_steps=60", "total_timesteps=1500",
-                          "algo.learning_starts=500", "logging.progress=none"), run_dir)
+                          "algo.learning_starts=500"), run_dir)
     rlrun_eval(run_dir, "--episodes", "2", "--video")
     report = json.loads((run_dir / "eval" / "step_000000001500.json").read_text())
     video_dir = run_dir / "videos" / "step_000000001500"
@@ -137,8 +139,8 @@ def test_bad_input_is_one_line_on_stderr_exit_2_and_nothing_written(tmp_path, ca
     assert sorted(tmp_path.rglob("*")) == before
 
 
-def test_bad_input_from_the_command_line_has_no_traceback(tmp_path):
-    out = subprocess.run([*RLRUN_EVAL, str(tmp_path), "--episodes", "3"], capture_output=True, text=True, timeout=300)
+def test_bad_input_from_the_command_line_has_no_traceback(tmp_path, cli):
+    out = cli("rlrun-eval", tmp_path, "--episodes", "3")
     assert out.returncode == EXIT_BAD_INPUT
     assert out.stderr == f"rlrun-eval: {tmp_path} is not an rlrun run directory (no config.yaml and checkpoints/)\n"
 
@@ -146,8 +148,7 @@ def test_bad_input_from_the_command_line_has_no_traceback(tmp_path):
 def test_periodic_evaluation_during_training_logs_eval_tags(make_cfg, tmp_path):
     run_dir = tmp_path / "run"
     run_training(make_cfg("env=cartpole", "env.max_episode_steps=30", "total_timesteps=2000",
-                          "algo.learning_starts=500", "eval.interval=1000", "eval.episodes=2", "eval.video=true",
-                          "logging.progress=none"), run_dir)
+                          "algo.learning_starts=500", "eval.interval=1000", "eval.episodes=2", "eval.video=true"), run_dir)
     scalars = read_scalars(run_dir)
     assert [s for s, _, _ in scalars["eval/mean_return"]] == [1000, 2000]
     assert [s for s, _, _ in scalars["eval/episodic_return"]] == [1000, 1000, 2000, 2000]
@@ -159,7 +160,7 @@ def test_periodic_evaluation_during_training_logs_eval_tags(make_cfg, tmp_path):
 
 def test_ppo_eval_plays_the_policy_mode_and_refuses_an_epsilon(make_cfg, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    run_training(make_cfg("algo=ppo", "env=cartpole", "total_timesteps=512", "logging.progress=none"), run_dir)
+    run_training(make_cfg("algo=ppo", "env=cartpole", "total_timesteps=512"), run_dir)
     capsys.readouterr()
     main([str(run_dir), "--episodes", "2"])
     out = capsys.readouterr().out

@@ -6,24 +6,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from hydra import compose, initialize_config_module
 
-from rlrun.algos.bc import Dataset, Learner, make_policy
-from rlrun.cli import run_training, validate
-from rlrun.config import ConfigError
-from rlrun.demos import Demos, load_demos, save_demos
-from rlrun.envs import make_vec_env
-from rlrun.evaluate import evaluate_checkpoint
-from rlrun.run import latest_checkpoint, read_scalars
+from rlrun.algos.bc import Learner, make_policy
+from rlrun.cli.evaluate import evaluate_checkpoint
+from rlrun.cli.train import run_training, validate
+from rlrun.core.checkpoint import latest_checkpoint
+from rlrun.core.config import ConfigError
+from rlrun.core.events import read_scalars
+from rlrun.data.demos import Demos, ExpertDataset, load_demos, save_demos
+from rlrun.envs.factory import make_vec_env
 
-QUIET = ("logging.progress=none", "torch_threads=1")
 EVAL_SEED_OFFSET = 10000  # eval.seed_offset: bc and dagger evaluate their learner on env seed seed + this
 # PPO with the tuned CartPole settings for 50k agent steps (about 6 s on 2 cores): its mode scored 500 in
 # every evaluation episode we played (seed 2; seeds 1, 3, 4, 5 gave 329-442 at 50k steps)
@@ -43,21 +40,6 @@ DAGGER_NEAR_EXPERT = 1.0  # over the seeds, DAgger's mean return is at most this
 BC_DRIFT = 5.0  # over the seeds, behavior cloning's mean return is at least this below the expert's
 
 
-def compose_cfg(*overrides: str):
-    """The composed config of ``rlrun <overrides>`` (for module-scoped fixtures, which cannot use make_cfg)."""
-    with initialize_config_module(version_base="1.3", config_module="rlrun.configs"):
-        return compose("config", overrides=list(overrides))
-
-
-def train(*overrides: str, run_dir) -> float:
-    """run_training, restoring torch's thread count afterwards (the runs set it to 1)."""
-    threads = torch.get_num_threads()
-    try:
-        return run_training(compose_cfg(*overrides), run_dir)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(s, v) for s, v, _ in events] for tag, events in read_scalars(run_dir).items()}
 
@@ -71,22 +53,22 @@ def mean_returns_by_step(run_dir) -> dict[int, float]:
 
 
 @pytest.fixture(scope="module")
-def cartpole_expert(tmp_path_factory):
+def cartpole_expert(make_cfg, tmp_path_factory):
     """The run directory of a PPO CartPole expert."""
     run_dir = tmp_path_factory.mktemp("cartpole") / "expert"
-    train(*CARTPOLE_EXPERT, *QUIET, run_dir=run_dir)
+    run_training(make_cfg(*CARTPOLE_EXPERT), run_dir)
     return run_dir
 
 
 @pytest.fixture(scope="module")
-def cartpole_bc(cartpole_expert, tmp_path_factory):
+def cartpole_bc(make_cfg, cartpole_expert, tmp_path_factory):
     """Behavior cloning of 5 expert episodes: (run dir, its metric, the expert's evaluation, the demos path)."""
     root = tmp_path_factory.mktemp("cartpole_bc")
     demos_path = root / "demos.npz"
     seed = 1
     evaluate_checkpoint(cartpole_expert, episodes=CARTPOLE_DEMOS, seed=seed, save_demos_path=demos_path)
     expert = evaluate_checkpoint(cartpole_expert, episodes=10, seed=seed + EVAL_SEED_OFFSET)  # bc's eval episodes
-    metric = train("algo=bc", "env=cartpole", f"algo.demos={demos_path}", f"seed={seed}", *QUIET, run_dir=root / "bc")
+    metric = run_training(make_cfg("algo=bc", "env=cartpole", f"algo.demos={demos_path}", f"seed={seed}"), root / "bc")
     return root / "bc", metric, expert, demos_path
 
 
@@ -112,17 +94,17 @@ def test_behavior_cloning_reaches_the_experts_return_on_cartpole(cartpole_bc):
     assert returns[50 * per_epoch] == pytest.approx(metric)
 
 
-def test_a_bc_checkpoint_plays_with_rlrun_eval(cartpole_bc):
+def test_a_bc_checkpoint_plays_with_rlrun_eval(cartpole_bc, cli):
     """rlrun-eval plays the final learner on the same seeds as the run's last evaluation: the same returns."""
     run_dir, metric, _, _ = cartpole_bc
-    out = subprocess.run([sys.executable, "-m", "rlrun.evaluate", str(run_dir)], capture_output=True, text=True,
-                         timeout=300)
+    out = cli("rlrun-eval", run_dir)
     assert out.returncode == 0, out.stderr
     report = json.loads(next((run_dir / "eval").glob("step_*.json")).read_text())
     assert report["episodes"] == 10 and report["mean"] == pytest.approx(metric)
     assert report["epsilon"] is None and "learner's mode" in report["policy"]
 
 
+@pytest.mark.slow
 def test_dagger_improves_over_behavior_cloning_where_cloning_drifts(make_cfg, tmp_path):
     """The gridworld race track (env/gridworld_corridor, experiments lecture/gridworld_bc and
     gridworld_dagger) with its optimal expert (value iteration, gamma 1): behavior cloning on 3 expert
@@ -131,14 +113,14 @@ def test_dagger_improves_over_behavior_cloning_where_cloning_drifts(make_cfg, tm
     expert_returns, bc_returns, dagger_returns = [], [], []
     for seed in CORRIDOR_SEEDS:
         expert_dir, demos_path = tmp_path / f"expert{seed}", tmp_path / f"demos{seed}.npz"
-        run_training(make_cfg("algo=value_iteration", "env=gridworld_corridor", "algo.gamma=1", f"seed={seed}",
-                              *QUIET), expert_dir)
+        run_training(make_cfg("algo=value_iteration", "env=gridworld_corridor", "algo.gamma=1", f"seed={seed}"),
+                     expert_dir)
         expert = evaluate_checkpoint(expert_dir, episodes=CORRIDOR_EVAL_EPISODES, seed=seed + EVAL_SEED_OFFSET)
         evaluate_checkpoint(expert_dir, episodes=CORRIDOR_DEMOS, seed=seed, save_demos_path=demos_path)
-        bc = run_training(make_cfg("+experiment=lecture/gridworld_bc", f"algo.demos={demos_path}", f"seed={seed}",
-                                   *QUIET), tmp_path / f"bc{seed}")
+        bc = run_training(make_cfg("+experiment=lecture/gridworld_bc", f"algo.demos={demos_path}", f"seed={seed}"),
+                          tmp_path / f"bc{seed}")
         dagger = run_training(make_cfg("+experiment=lecture/gridworld_dagger", f"algo.expert={expert_dir}",
-                                       f"seed={seed}", *QUIET), tmp_path / f"dagger{seed}")
+                                       f"seed={seed}"), tmp_path / f"dagger{seed}")
         assert dagger >= bc + DAGGER_OVER_BC, (seed, expert["mean"], bc, dagger)
         expert_returns.append(expert["mean"])
         bc_returns.append(bc)
@@ -168,7 +150,7 @@ def test_dagger_with_a_ppo_expert_and_initial_demonstrations(cartpole_expert, ca
     _, _, _, demos_path = cartpole_bc
     metric = run_training(make_cfg("algo=dagger", "env=cartpole", f"algo.expert={cartpole_expert}",
                                    f"algo.demos={demos_path}", "algo.num_rounds=2", "algo.episodes_per_round=1",
-                                   "algo.epochs=20", *QUIET), tmp_path / "run")
+                                   "algo.epochs=20"), tmp_path / "run")
     assert metric >= CARTPOLE_SOLVED_V1
     s = scalars(tmp_path / "run")
     sizes = s["charts/dataset_size"]
@@ -195,7 +177,7 @@ def test_behavior_cloning_of_continuous_actions(make_cfg, tmp_path):
     save_demos(Demos("Pendulum-v1", obs, pendulum_controller(obs), np.zeros(2000, np.float32),
                      np.full(10, 200, np.int64), source="a controller"), tmp_path / "demos.npz")
     cfg = make_cfg("env=gym", "env.id=Pendulum-v1", "algo=bc", f"algo.demos={tmp_path / 'demos.npz'}",
-                   "algo.epochs=40", "algo.eval_episodes=1", "algo.eval_interval=0", *QUIET)
+                   "algo.epochs=40", "algo.eval_episodes=1", "algo.eval_interval=0")
     run_training(cfg, tmp_path / "run")
     s = scalars(tmp_path / "run")
     assert s["charts/holdout_loss"][-1][1] < 0.05 * s["charts/holdout_loss"][0][1]
@@ -225,17 +207,17 @@ def test_learner_networks_by_observation_space():
 
 
 def test_dataset_holds_out_a_fixed_share_of_each_batch():
-    data = Dataset(0.1, seed=3)
+    data = ExpertDataset(0.1, seed=3)
     data.add(np.arange(50), np.zeros(50, np.int64))
     data.add(np.arange(50, 79), np.ones(29, np.int64))
     assert len(data) == 79 and int(data.holdout[:50].sum()) == 5 and int(data.holdout[50:].sum()) == 2
     train_obs, train_actions, held_obs, held_actions = data.split(torch.device("cpu"))
     assert len(train_obs) == 72 and len(held_obs) == 7
     assert set(train_obs.tolist()) | set(held_obs.tolist()) == set(range(79))
-    again = Dataset(0.1, seed=3)
+    again = ExpertDataset(0.1, seed=3)
     again.add(np.arange(50), np.zeros(50, np.int64))
     assert torch.equal(again.holdout, data.holdout[:50])  # the split depends on the seed and batch only
-    restored = Dataset(0.1, seed=3)
+    restored = ExpertDataset(0.1, seed=3)
     restored.load_state_dict(data.state_dict())
     restored.add(np.arange(79, 89), np.zeros(10, np.int64))
     data.add(np.arange(79, 89), np.zeros(10, np.int64))
@@ -245,11 +227,11 @@ def test_dataset_holds_out_a_fixed_share_of_each_batch():
 def test_bc_and_dagger_resume_as_if_uninterrupted(stop_and_resume, make_cfg, tmp_path):
     """Stopped by SIGTERM mid-run and resumed, both write the same curves as an uninterrupted run."""
     expert_dir, demos_path = tmp_path / "expert", tmp_path / "demos.npz"
-    run_training(make_cfg("algo=value_iteration", "env=gridworld_corridor", "algo.gamma=1", *QUIET), expert_dir)
+    run_training(make_cfg("algo=value_iteration", "env=gridworld_corridor", "algo.gamma=1"), expert_dir)
     evaluate_checkpoint(expert_dir, episodes=CORRIDOR_DEMOS, seed=1, save_demos_path=demos_path)
 
     dagger = ("+experiment=lecture/gridworld_dagger", f"algo.expert={expert_dir}", "algo.num_rounds=4",
-              "algo.eval_episodes=10", *QUIET)
+              "algo.eval_episodes=10")
     whole, split, ckpt = stop_and_resume(dagger, 150)  # after round 2 of 75 steps
     assert ckpt["round"] == 2 and len(ckpt["dataset"]["obs"]) == 150
     assert whole == split and whole["charts/dataset_size"][-1] == (300, 300)
@@ -257,7 +239,7 @@ def test_bc_and_dagger_resume_as_if_uninterrupted(stop_and_resume, make_cfg, tmp
     shutil.rmtree(tmp_path / "whole")
     shutil.rmtree(tmp_path / "split")
     bc = ("+experiment=lecture/gridworld_bc", f"algo.demos={demos_path}", "algo.epochs=40",
-          "algo.eval_interval=10", "algo.eval_episodes=10", *QUIET)
+          "algo.eval_interval=10", "algo.eval_episodes=10")
     whole, split, ckpt = stop_and_resume(bc, lambda s: s["losses/imitation_loss"][14][0])  # after epoch 15
     assert ckpt["epoch"] == 15 and whole == split and len(whole["losses/imitation_loss"]) == 40
 
@@ -265,7 +247,7 @@ def test_bc_and_dagger_resume_as_if_uninterrupted(stop_and_resume, make_cfg, tmp
 # ---- bad input -------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def bad_inputs(tmp_path_factory):
+def bad_inputs(make_cfg, tmp_path_factory):
     """Demonstrations of CartPole, of a 3-dimensional 'CartPole' and of the 5x5 gridworld, and value-iteration
     experts of the recycling chain and of the 5x5 gridworld."""
     root = tmp_path_factory.mktemp("bad")
@@ -277,8 +259,8 @@ def bad_inputs(tmp_path_factory):
                      **one_episode), root / "cartpole3.npz")
     save_demos(Demos("rlrun/GridWorld-v0", np.zeros(n, np.int64), np.zeros(n, np.int64), obs_n=25, action_n=5,
                      **one_episode), root / "gridworld5x5.npz")
-    train("algo=value_iteration", "env=recycling", *QUIET, run_dir=root / "recycling_expert")
-    train("algo=value_iteration", "env=gridworld", *QUIET, run_dir=root / "gridworld_expert")
+    run_training(make_cfg("algo=value_iteration", "env=recycling"), root / "recycling_expert")
+    run_training(make_cfg("algo=value_iteration", "env=gridworld"), root / "gridworld_expert")
     return root
 
 

@@ -6,9 +6,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from rlrun.cli import validate
-from rlrun.config import ConfigError
-from rlrun.envs import check_gamma, discrete_states, make_vec_env, tabular_model
+from rlrun.cli.train import validate
+from rlrun.core.config import ConfigError
+from rlrun.envs.factory import check_gamma, discrete_states, make_vec_env
+from rlrun.envs.reference import tabular_model
 from rlrun.envs.lecture import LEFT, RIGHT
 
 

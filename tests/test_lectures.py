@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_lectures.py"
 
 
+@pytest.mark.slow
 def test_reproduce_lectures_quick_mode_runs_every_result(tmp_path):
     doc = tmp_path / "lectures.md"
     out = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out-dir", str(tmp_path / "runs"),

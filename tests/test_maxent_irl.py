@@ -13,15 +13,15 @@ import pytest
 from rlrun.algos.maxent_irl import (action_log_likelihood, expected_visits, expert_statistics, log_likelihood,
                                     soft_value_iteration, visitation_frequencies)
 from rlrun.algos.value_iteration import soft_policy
-from rlrun.cli import run_training, validate
-from rlrun.config import ConfigError
-from rlrun.demos import DemoRecorder, Demos, check_demos, load_demos, save_demos
+from rlrun.cli.train import run_training, validate
+from rlrun.core.config import ConfigError
+from rlrun.data.demos import DemoRecorder, Demos, check_demos, load_demos, save_demos
 from rlrun.envs import lecture
 from rlrun.envs.lecture import GridWorld, TabularModel
-from rlrun.evaluate import evaluate_checkpoint
-from rlrun.run import latest_checkpoint, read_scalars
+from rlrun.cli.evaluate import evaluate_checkpoint
+from rlrun.core.checkpoint import latest_checkpoint
+from rlrun.core.events import read_scalars
 
-QUIET = ("logging.progress=none", "torch_threads=1")
 GAMMA_1 = "algo.gamma=1"
 
 
@@ -106,10 +106,15 @@ def test_likelihood_gradient_is_expert_minus_expected_feature_counts_by_finite_d
 
 
 def test_action_log_likelihood_sums_log_policy_of_the_demonstrated_actions():
-    model = small_mdp(1)
+    # states 0 and 1 and a terminal 2; from 0 action 0 goes to 1 and action 1 ends; from 1 action 0 goes back
+    # to 0 and action 1 ends. r = (1, 0, 0), horizon 2. By hand: Q_1(s, .) = r(s), V_1 = (1 + log 2, log 2, 0);
+    # Q_0(0, .) = (1 + V_1(1), 1 + 0) = (1 + log 2, 1), so pi_0(. | 0) = (2/3, 1/3); pi_1 is uniform.
+    transitions = np.zeros((3, 2, 3))
+    transitions[0, 0, 1] = transitions[0, 1, 2] = transitions[1, 0, 0] = transitions[1, 1, 2] = 1.0
+    model = TabularModel(transitions, np.zeros((3, 2)), np.array([False, False, True]), 0)
     q, _ = soft_value_iteration(np.array([1.0, 0.0, 0.0]), model, horizon=2)
-    episodes = [(np.array([0, 1]), np.array([1, 0]))]
-    expected = np.log(soft_policy(q)[0, 0, 1]) + np.log(soft_policy(q)[1, 1, 0])
+    episodes = [(np.array([0, 1]), np.array([0, 1])), (np.array([0]), np.array([1]))]
+    expected = (np.log(2 / 3) + np.log(1 / 2) + np.log(1 / 3)) / 2  # the mean over the two episodes
     assert action_log_likelihood(q, episodes) == pytest.approx(expected, abs=1e-12)
 
 
@@ -228,7 +233,7 @@ def soft_expert(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("expert")
     with initialize_config_module(version_base="1.3", config_module="rlrun.configs"):
-        cfg = compose("config", overrides=["algo=value_iteration", "env=gridworld", GAMMA_1, "algo.soft=true", *QUIET])
+        cfg = compose("config", overrides=["algo=value_iteration", "env=gridworld", GAMMA_1, "algo.soft=true", ])
     run_training(cfg, root / "expert")
     result = evaluate_checkpoint(root / "expert", episodes=1000, save_demos_path=root / "demos.npz")
     return root, result
@@ -254,7 +259,7 @@ def test_rlrun_eval_writes_the_episodes_it_plays_as_demonstrations(soft_expert):
 
 def test_maxent_irl_recovers_the_expert_visitation_frequencies_on_a_5x5_gridworld(soft_expert, make_cfg, tmp_path):
     root, _ = soft_expert
-    run_training(make_cfg("algo=maxent_irl", "env=gridworld", f"algo.demos={root / 'demos.npz'}", *QUIET),
+    run_training(make_cfg("algo=maxent_irl", "env=gridworld", f"algo.demos={root / 'demos.npz'}"),
                  tmp_path / "irl")
     with open(tmp_path / "irl" / "visitation.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -277,23 +282,25 @@ def test_maxent_irl_recovers_the_expert_visitation_frequencies_on_a_5x5_gridworl
 
 
 def test_the_learned_reward_model_gives_each_state_its_learned_reward_in_a_ppo_run(soft_expert, make_cfg, tmp_path):
-    from rlrun.envs import make_vec_env
+    from rlrun.envs.factory import make_vec_env
+    from rlrun.rlhf.learned_reward import with_learned_reward
 
     root, _ = soft_expert
     run_training(make_cfg("algo=maxent_irl", "env=gridworld", f"algo.demos={root / 'demos.npz'}",
-                          "algo.max_iterations=30", *QUIET), tmp_path / "irl")
+                          "algo.max_iterations=30"), tmp_path / "irl")
     with open(tmp_path / "irl" / "reward.csv", newline="") as f:
         learned = np.array([float(r["learned_reward"]) for r in csv.DictReader(f)])
     overrides = ("algo=ppo", "env=gridworld", "env.kwargs.one_hot=true", "reward=learned",
                  f"reward.path={tmp_path / 'irl' / 'reward_model.pt'}")
-    envs = make_vec_env(make_cfg(*overrides), 2)
+    cfg = make_cfg(*overrides)
+    envs = with_learned_reward(cfg, make_vec_env(cfg, 2))
     obs = envs.reset(seed=0)
     for _ in range(5):
         step = envs.step(np.array([1, 2]))
         np.testing.assert_allclose(step.reward, learned[obs.argmax(1)], atol=1e-5)
         obs = step.obs
     envs.close()
-    run_training(make_cfg(*overrides, "total_timesteps=1024", "algo.num_envs=2", "algo.num_steps=128", *QUIET),
+    run_training(make_cfg(*overrides, "total_timesteps=1024", "algo.num_envs=2", "algo.num_steps=128"),
                  tmp_path / "ppo")
     assert "charts/learned_episodic_return" in read_scalars(tmp_path / "ppo")
     with pytest.raises(ConfigError, match=r"observations of shape \(25,\) but rlrun/GridWorld-v0 has Discrete\(25\)"):
@@ -303,7 +310,7 @@ def test_the_learned_reward_model_gives_each_state_its_learned_reward_in_a_ppo_r
 def test_a_maxent_irl_checkpoint_plays_its_soft_policy_with_rlrun_eval(soft_expert, make_cfg, tmp_path):
     root, _ = soft_expert
     run_training(make_cfg("algo=maxent_irl", "env=gridworld", f"algo.demos={root / 'demos.npz'}",
-                          "algo.max_iterations=20", *QUIET), tmp_path / "irl")
+                          "algo.max_iterations=20"), tmp_path / "irl")
     result = evaluate_checkpoint(tmp_path / "irl", episodes=5)
     assert result["episodes"] == 5 and all(n == 20 for n in result["lengths"])
 
@@ -354,7 +361,7 @@ def test_soft_value_iteration_checkpoint_samples_its_soft_policy(soft_expert):
 def test_maxent_irl_resume_gives_the_same_scalars_and_reward(soft_expert, stop_and_resume, tmp_path):
     root, _ = soft_expert
     overrides = ("algo=maxent_irl", "env=gridworld", f"algo.demos={root / 'demos.npz'}", "checkpoint.interval=5",
-                 *QUIET)
+                 )
     whole, split, ckpt = stop_and_resume(overrides, 30)
     assert ckpt["global_step"] == 30 and len(whole["irl/feature_count_gap"]) > 30
     for tag in whole:

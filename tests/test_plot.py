@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from rlrun.plot import X_AXES, main
+from rlrun.cli.plot import X_AXES, main
 
 TAG = "charts/episodic_return"
 EPISODE_STEPS = np.arange(100, 1001, 100)  # every run ends one episode each 100 agent steps, up to step 1000
@@ -162,12 +162,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(sweep, tmp_path, capsys
 def test_a_real_tiny_ppo_run(make_cfg, tmp_path):
     import torch
 
-    from rlrun.cli import run_training
+    from rlrun.cli.train import run_training
 
     threads = torch.get_num_threads()
     try:
-        run_training(make_cfg("algo=ppo", "env=cartpole", "total_timesteps=2048", "torch_threads=1",
-                              "logging.progress=none", "checkpoint.save_replay=false"), tmp_path / "run")
+        run_training(make_cfg("algo=ppo", "env=cartpole", "total_timesteps=2048", "checkpoint.save_replay=false"), tmp_path / "run")
     finally:
         torch.set_num_threads(threads)
     plot(tmp_path / "run")

@@ -10,11 +10,16 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from rlrun.algos.ppo import clipped_surrogate_loss, gae, log_prob_and_entropy, value_loss
-from rlrun.cli import run_training
-from rlrun.config import ConfigError
-from rlrun.normalize import RunningMeanStd
-from rlrun.run import latest_checkpoint, read_scalars
+from gymnasium import spaces
+
+from rlrun.algos.ppo import clipped_surrogate_loss, make_minibatch_loss, value_loss
+from rlrun.cli.train import run_training
+from rlrun.core.checkpoint import latest_checkpoint
+from rlrun.core.config import ConfigError
+from rlrun.core.events import read_scalars
+from rlrun.data.rollout import gae
+from rlrun.nn.heads import ActorCritic
+from rlrun.nn.normalize import RunningMeanStd
 
 PPO_TAGS = ("charts/learning_rate", "losses/value_loss", "losses/policy_loss", "losses/entropy",
             "losses/old_approx_kl", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
@@ -50,7 +55,8 @@ def test_clipped_surrogate_and_value_losses_by_hand():
 
 def test_gaussian_log_probability_and_entropy_sum_over_dimensions():
     dist = Normal(torch.tensor([[0.0, 1.0]]), torch.tensor([[2.0, 1.0]]))
-    logp, entropy = log_prob_and_entropy(dist, torch.tensor([[1.0, 1.0]]), continuous=True)
+    agent = ActorCritic((4,), spaces.Box(-1.0, 1.0, (2,)), [8], "tanh")
+    logp, entropy = agent.log_prob_and_entropy(dist, torch.tensor([[1.0, 1.0]]))
     half_log_2pi = 0.5 * math.log(2 * math.pi)
     assert logp.item() == pytest.approx((-0.5 * 0.25 - math.log(2) - half_log_2pi) + (-half_log_2pi))
     assert entropy.item() == pytest.approx((0.5 + half_log_2pi + math.log(2)) + (0.5 + half_log_2pi))
@@ -77,7 +83,7 @@ def test_running_mean_std_matches_numpy_and_survives_a_safe_checkpoint():
 
 def test_short_breakout_run_writes_ppo_scalars_and_a_checkpoint(make_cfg, tmp_path):
     cfg = make_cfg("algo=ppo", "env=breakout", "algo.num_envs=2", "algo.num_steps=64", "total_timesteps=512",
-                   "checkpoint.interval=256", "logging.progress=none")
+                   "checkpoint.interval=256")
     run_training(cfg, tmp_path / "run")
     scalars = read_scalars(tmp_path / "run")
     for tag in PPO_TAGS:
@@ -90,7 +96,7 @@ def test_short_breakout_run_writes_ppo_scalars_and_a_checkpoint(make_cfg, tmp_pa
 
 def test_short_halfcheetah_run_saves_its_normalization_statistics(make_cfg, tmp_path):
     cfg = make_cfg("algo=ppo", "env=halfcheetah", "algo.num_steps=256", "algo.num_minibatches=4",
-                   "total_timesteps=1024", "logging.progress=none")
+                   "total_timesteps=1024")
     assert cfg.algo.normalize_obs and cfg.algo.update_epochs == 20  # RL Zoo's HalfCheetah settings
     assert cfg.algo.init_log_std == -2.0 and cfg.algo.hidden_sizes == [256, 256]
     run_training(cfg, tmp_path / "run")
@@ -102,7 +108,7 @@ def test_short_halfcheetah_run_saves_its_normalization_statistics(make_cfg, tmp_
     assert ckpt["agent"]["actor_logstd"].shape == (1, 6)
     assert ckpt["agent"]["actor_logstd"].numpy() == pytest.approx(-2.0, abs=0.05)  # started at -2, lr 2e-5
 
-    from rlrun.evaluate import evaluate_checkpoint  # a checkpoint saved before init_log_std existed still plays
+    from rlrun.cli.evaluate import evaluate_checkpoint  # a checkpoint saved before init_log_std existed still plays
     from omegaconf import OmegaConf
 
     saved = OmegaConf.create(ckpt["config"])
@@ -114,20 +120,17 @@ def test_short_halfcheetah_run_saves_its_normalization_statistics(make_cfg, tmp_
 
 
 def test_gaussian_policy_starts_at_the_configured_log_std():
-    from gymnasium import spaces
-
-    from rlrun.algos.ppo import Agent
 
     space = spaces.Box(-1.0, 1.0, (3,))
-    assert Agent((4,), space, [8], "tanh").actor_logstd.detach().numpy() == pytest.approx(np.zeros((1, 3)))
-    agent = Agent((4,), space, [8], "tanh", init_log_std=-2.0)
+    assert ActorCritic((4,), space, [8], "tanh").actor_logstd.detach().numpy() == pytest.approx(np.zeros((1, 3)))
+    agent = ActorCritic((4,), space, [8], "tanh", init_log_std=-2.0)
     dist, _ = agent.dist_and_value(torch.zeros(5, 4))
     assert dist.stddev.detach().numpy() == pytest.approx(np.full((5, 3), np.exp(-2.0)), rel=1e-6)
 
 
 def test_ppo_resume_gives_the_same_scalars_as_an_uninterrupted_run(stop_and_resume):
     overrides = ("algo=ppo", "env=cartpole", "total_timesteps=4096", "checkpoint.interval=100000",
-                 "logging.progress=none", "torch_threads=1", "algo.normalize_obs=true", "algo.normalize_reward=true")
+                 "algo.normalize_obs=true", "algo.normalize_reward=true")
     whole, split, _ = stop_and_resume(overrides, 1536)
     assert whole.keys() == split.keys() and len(whole["losses/approx_kl"]) == 8
     for tag in whole:
@@ -144,7 +147,7 @@ def test_ppo_resume_gives_the_same_scalars_as_an_uninterrupted_run(stop_and_resu
     (["algo.init_log_std=small"], "algo.init_log_std", "a number"),
 ])
 def test_bad_ppo_values_give_one_clear_error(make_cfg, overrides, key, allowed):
-    from rlrun.cli import validate
+    from rlrun.cli.train import validate
 
     with pytest.raises(ConfigError) as info:
         validate(make_cfg("algo=ppo", *overrides))
@@ -152,12 +155,9 @@ def test_bad_ppo_values_give_one_clear_error(make_cfg, overrides, key, allowed):
 
 
 def test_rollout_sampling_draws_exactly_what_the_policy_distribution_draws():
-    from gymnasium import spaces
-
-    from rlrun.algos.ppo import Agent
 
     for space in (spaces.Discrete(3), spaces.Box(-1.0, 1.0, (2,))):
-        agent = Agent((4,), space, [8], "tanh")
+        agent = ActorCritic((4,), space, [8], "tanh")
         obs = torch.randn(64, 4)
         torch.manual_seed(0)
         action, logprob, value = agent.sample_action(obs)
@@ -165,7 +165,7 @@ def test_rollout_sampling_draws_exactly_what_the_policy_distribution_draws():
         with torch.no_grad():
             dist, expected_value = agent.dist_and_value(obs)
             expected = dist.sample()
-            expected_logprob, _ = log_prob_and_entropy(dist, expected, agent.continuous)
+            expected_logprob, _ = agent.log_prob_and_entropy(dist, expected)
         assert torch.equal(action, expected)
         torch.testing.assert_close(logprob, expected_logprob)
         torch.testing.assert_close(value, expected_value)
@@ -181,12 +181,9 @@ def _minibatch(agent, n=32):
 def test_compiled_minibatch_loss_equals_the_eager_one():
     from types import SimpleNamespace
 
-    from gymnasium import spaces
-
-    from rlrun.algos.ppo import Agent, make_minibatch_loss
 
     args = SimpleNamespace(clip_coef=0.2, clip_vloss=True, norm_adv=True, ent_coef=0.01, vf_coef=0.5)
-    agent = Agent((4,), spaces.Discrete(3), [16], "tanh")
+    agent = ActorCritic((4,), spaces.Discrete(3), [16], "tanh")
     batch = _minibatch(agent)
     results = []
     for use_compile in (False, True):
@@ -205,9 +202,6 @@ def test_compiled_minibatch_loss_equals_the_eager_one():
 def test_a_failing_compiler_falls_back_to_the_eager_update_once(monkeypatch, capsys):
     from types import SimpleNamespace
 
-    from gymnasium import spaces
-
-    from rlrun.algos.ppo import Agent, make_minibatch_loss
 
     def broken_compile(fn):
         def call(*args):
@@ -216,7 +210,7 @@ def test_a_failing_compiler_falls_back_to_the_eager_update_once(monkeypatch, cap
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     args = SimpleNamespace(clip_coef=0.2, clip_vloss=False, norm_adv=False, ent_coef=0.0, vf_coef=0.5)
-    agent = Agent((4,), spaces.Discrete(3), [16], "tanh")
+    agent = ActorCritic((4,), spaces.Discrete(3), [16], "tanh")
     loss_fn = make_minibatch_loss(agent, args, use_compile=True)
     batch = _minibatch(agent)
     first, second = loss_fn(*batch)[0], loss_fn(*batch)[0]

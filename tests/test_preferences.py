@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from rlrun.cli import run_training, validate
-from rlrun.config import ConfigError
-from rlrun.learned_reward import load_reward_model
-from rlrun.preferences import (Segments, SyntheticLabeler, bradley_terry_probability, cut_segments, load_labels,
-                               load_segments, preference_loss, write_labels)
-from rlrun.run import read_scalars
+from rlrun.cli.train import run_training, validate
+from rlrun.core.config import ConfigError
+from rlrun.rlhf.reward_models import load_reward_model
+from rlrun.rlhf.preference_data import Segments, cut_segments, load_labels, load_segments, write_labels
+from rlrun.rlhf.preferences import SyntheticLabeler, bradley_terry_probability, preference_loss
+from rlrun.core.events import read_scalars
 
 PENDULUM = ["env=gym", "env.id=Pendulum-v1"]  # classic control whose reward varies from step to step
-SMALL_PPO = ["algo.num_envs=1", "algo.num_steps=512", "algo.num_minibatches=4", "algo.update_epochs=2",
-             "logging.progress=none", "torch_threads=1"]
+SMALL_PPO = ["algo.num_envs=1", "algo.num_steps=512", "algo.num_minibatches=4", "algo.update_epochs=2"]
 
 
 def scalar_values(run_dir, tag):
@@ -160,7 +159,7 @@ def test_segments_never_span_two_episodes():
 # ---- algo=reward_model ----------------------------------------------------------------------------
 
 def test_a_linear_reward_is_recovered_from_synthetic_comparisons(make_cfg, tmp_path):
-    cfg = make_cfg("+experiment=lecture/linear_reward_preferences", "logging.progress=none")
+    cfg = make_cfg("+experiment=lecture/linear_reward_preferences")
     accuracy = run_training(cfg, tmp_path / "run")
     assert accuracy > 0.95
     assert scalar_values(tmp_path / "run", "charts/pearson")[-1] > 0.95
@@ -177,7 +176,7 @@ def test_a_linear_reward_is_recovered_from_synthetic_comparisons(make_cfg, tmp_p
 def test_reward_model_from_files_and_its_checkpoint_drives_ppo(make_cfg, tmp_path):
     # 1. collect and label segments of Pendulum; the run writes them as files
     first = make_cfg("algo=reward_model", *PENDULUM, "algo.num_segments=60", "algo.segment_length=20",
-                     "algo.num_labels=120", "algo.epochs=20", "logging.progress=none")
+                     "algo.num_labels=120", "algo.epochs=20")
     run_training(first, tmp_path / "synthetic")
     labels = [json.loads(line) for line in (tmp_path / "synthetic" / "labels.jsonl").read_text().splitlines()]
     assert len(labels) == 120 + 12 and {r["split"] for r in labels} == {"train", "holdout"}
@@ -185,7 +184,7 @@ def test_reward_model_from_files_and_its_checkpoint_drives_ppo(make_cfg, tmp_pat
     # segments in none of its training pairs give the correlations
     (tmp_path / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labels[:50]))
     second = make_cfg("algo=reward_model", *PENDULUM, f"algo.segments_path={tmp_path / 'synthetic' / 'segments.npz'}",
-                      f"algo.labels_path={tmp_path / 'answers.jsonl'}", "algo.epochs=20", "logging.progress=none")
+                      f"algo.labels_path={tmp_path / 'answers.jsonl'}", "algo.epochs=20")
     accuracy = run_training(second, tmp_path / "from_files")
     assert accuracy >= 0.8  # 10 held-out pairs
     tags = read_scalars(tmp_path / "from_files")
@@ -206,7 +205,7 @@ def test_reward_model_from_files_and_its_checkpoint_drives_ppo(make_cfg, tmp_pat
 
 def test_reward_model_checkpoint_on_an_env_with_other_spaces_is_refused(make_cfg, tmp_path):
     run_training(make_cfg("algo=reward_model", *PENDULUM, "algo.num_segments=20", "algo.segment_length=5",
-                          "algo.num_labels=20", "algo.epochs=1", "logging.progress=none"), tmp_path / "rm")
+                          "algo.num_labels=20", "algo.epochs=1"), tmp_path / "rm")
     model = tmp_path / "rm" / "reward_model.pt"
     with pytest.raises(ConfigError) as err:
         validate(make_cfg("algo=ppo", "env=cartpole", "reward=learned", f"reward.path={model}"))
@@ -240,7 +239,7 @@ def test_bad_reward_model_keys_are_refused(make_cfg, overrides, message):
 
 def test_a_state_only_reward_ignores_the_action_and_survives_its_checkpoint(make_cfg, tmp_path):
     run_training(make_cfg("algo=reward_model", *PENDULUM, "algo.num_segments=20", "algo.segment_length=5",
-                          "algo.num_labels=20", "algo.epochs=2", "algo.use_actions=false", "logging.progress=none"),
+                          "algo.num_labels=20", "algo.epochs=2", "algo.use_actions=false"),
                  tmp_path / "rm")
     ensemble, payload = load_reward_model(tmp_path / "rm" / "reward_model.pt")
     assert payload["spec"]["use_actions"] is False
@@ -251,7 +250,7 @@ def test_a_state_only_reward_ignores_the_action_and_survives_its_checkpoint(make
     # a checkpoint from before the key existed saw the action, and still does
     from gymnasium import spaces
 
-    from rlrun.learned_reward import RewardEnsemble, save_reward_model
+    from rlrun.rlhf.reward_models import RewardEnsemble, save_reward_model
     with_actions = RewardEnsemble((3,), spaces.Box(-2, 2, (1,), np.float32), [8], "relu", 1)
     save_reward_model(with_actions, tmp_path / "old.pt", "Pendulum-v1")
     old_payload = torch.load(tmp_path / "old.pt", weights_only=True)
@@ -280,7 +279,7 @@ def test_a_progress_reward_is_learned_only_with_the_next_observation(make_cfg, t
         cfg = make_cfg("algo=reward_model", *PENDULUM, f"algo.segments_path={tmp_path / 'progress.npz'}",
                        "algo.num_labels=600", "algo.epochs=30", "algo.learning_rate=0.01", "algo.hidden_sizes=[]",
                        "algo.ensemble_size=1",
-                       f"algo.use_next_obs={use_next_obs}", "logging.progress=none")
+                       f"algo.use_next_obs={use_next_obs}")
         accuracy[use_next_obs] = run_training(cfg, tmp_path / use_next_obs)
     assert accuracy["true"] > 0.9 and accuracy["false"] < 0.75  # the step is in s' alone: r(s, a) cannot see it
     assert scalar_values(tmp_path / "true", "charts/pearson")[-1] > 0.95
@@ -311,11 +310,12 @@ def test_segments_without_or_with_bad_next_observations_are_refused(make_cfg, tm
 
 
 def test_a_learned_reward_reads_the_last_observation_of_an_episode_not_the_reset_one(make_cfg):
-    from rlrun.envs import make_vec_env
-    from rlrun.learned_reward import LearnedRewardVecEnv, RewardEnsemble
+    from rlrun.envs.factory import make_vec_env
+    from rlrun.rlhf.learned_reward import LearnedRewardVecEnv
+    from rlrun.rlhf.reward_models import RewardEnsemble
 
     env_cfg = make_cfg("algo=ppo", *PENDULUM)
-    envs = make_vec_env(env_cfg, 1, learned_reward=False)
+    envs = make_vec_env(env_cfg, 1)
     ensemble = RewardEnsemble((3,), envs.single_action_space, [], "relu", 1, use_next_obs=True)
     with torch.no_grad():  # r(s, a, s') = the next observation's first entry, cos(theta)
         weight = ensemble.members[0].head.net[0].weight
@@ -351,7 +351,7 @@ def test_pbrl_with_the_next_observation_stores_it_resumes_and_drives_ppo(make_cf
 def test_the_normalized_reward_is_shifted_to_zero_mean_or_zero_minimum():
     from gymnasium import spaces
 
-    from rlrun.learned_reward import RewardEnsemble
+    from rlrun.rlhf.reward_models import RewardEnsemble
 
     torch.manual_seed(0)
     ensemble = RewardEnsemble((3,), spaces.Box(-1, 1, (2,), np.float32), [8], "tanh", 2)
@@ -405,7 +405,7 @@ def test_a_short_pbrl_run_writes_the_expected_scalars(make_cfg, tmp_path):
     ensemble, payload = load_reward_model(tmp_path / "run" / "reward_model.pt")
     assert payload["num_labels"] == 60 and len(ensemble.members) == 3
     # its checkpoints play like PPO's with rlrun-eval: whole Pendulum episodes of the policy's mode
-    from rlrun.evaluate import evaluate_checkpoint
+    from rlrun.cli.evaluate import evaluate_checkpoint
 
     stats = evaluate_checkpoint(tmp_path / "run", episodes=2)
     assert len(stats["returns"]) == 2 and all(r < 0 for r in stats["returns"])
@@ -420,7 +420,7 @@ def test_pbrl_starts_from_the_same_agent_as_ppo_with_the_same_seed(make_cfg, tmp
     assert pbrl[:2] == ppo[:2] and pbrl[2:] != ppo[2:]  # then the rewards they learn from differ
     from gymnasium import spaces
 
-    from rlrun.learned_reward import RewardEnsemble
+    from rlrun.rlhf.reward_models import RewardEnsemble
     state = torch.get_rng_state()
     box = spaces.Box(-1, 1, (1,), np.float32)
     first, again, other = (RewardEnsemble((3,), box, [8], "relu", 2, init_seed=seed) for seed in (1, 1, 2))
@@ -439,8 +439,9 @@ def test_pbrl_resumes_exactly(stop_and_resume):
 def test_a_pixel_reward_model_fits_saves_and_matches_breakout(make_cfg, tmp_path):
     from gymnasium import spaces
 
-    from rlrun.envs import env_spaces
-    from rlrun.learned_reward import PreferenceFitter, RewardEnsemble, check_spaces, save_reward_model
+    from rlrun.envs.factory import env_spaces
+    from rlrun.rlhf.fitting import PreferenceFitter
+    from rlrun.rlhf.reward_models import RewardEnsemble, check_spaces, save_reward_model
 
     obs_space, action_space = env_spaces(make_cfg("env=breakout", "algo=ppo"))
     ensemble = RewardEnsemble(obs_space.shape, action_space, [16], "relu", ensemble_size=2)
@@ -467,9 +468,9 @@ def test_a_pixel_reward_model_fits_saves_and_matches_breakout(make_cfg, tmp_path
 
 def test_dqn_trains_on_a_learned_reward(make_cfg, tmp_path):
     run_training(make_cfg("algo=reward_model", "env=cartpole", "algo.num_segments=20", "algo.segment_length=5",
-                          "algo.num_labels=20", "algo.epochs=1", "logging.progress=none"), tmp_path / "rm")
+                          "algo.num_labels=20", "algo.epochs=1"), tmp_path / "rm")
     cfg = make_cfg("algo=dqn", "env=cartpole", "reward=learned", f"reward.path={tmp_path / 'rm' / 'reward_model.pt'}",
-                   "total_timesteps=600", "algo.learning_starts=200", "logging.progress=none", "torch_threads=1")
+                   "total_timesteps=600", "algo.learning_starts=200")
     run_training(cfg, tmp_path / "dqn")
     true, learned = (scalar_values(tmp_path / "dqn", tag) for tag in
                      ("charts/episodic_return", "charts/learned_episodic_return"))

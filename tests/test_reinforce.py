@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from rlrun.algos.reinforce import (LogisticPolicy, collect, gradient_variance, policy_gradient_estimate,
-                                   policy_weights, returns_to_go)
-from rlrun.cli import run_training
-from rlrun.config import ConfigError
-from rlrun.envs import make_vec_env
-from rlrun.run import latest_checkpoint, read_scalars
+from rlrun.algos.reinforce import gradient_variance, policy_gradient_estimate, policy_weights
+from rlrun.cli.train import run_training
+from rlrun.core.checkpoint import latest_checkpoint
+from rlrun.core.config import ConfigError
+from rlrun.core.events import read_scalars
+from rlrun.data.episodes import collect_episodes, returns_to_go
+from rlrun.envs.factory import make_vec_env
+from rlrun.nn.heads import LogisticPolicy
 
 UNIFORM_RANDOM_WALK_RETURN = -11.4  # Monte-Carlo mean return of the uniform policy from x = 0 (20,000 walks: -11.45)
 CARTPOLE_SOLVED_V1 = 475.0  # CartPole-v1's reward threshold in gymnasium's registry
@@ -23,10 +25,6 @@ REINFORCE_TAGS = ("charts/learning_rate", "losses/policy_loss", "losses/entropy"
 # The slide "REINFORCE example / Calculate gradient estimate": (x, action, Q), action 1 = R, 0 = L
 SLIDE_SAMPLES = [(0.0, 1, -7.0), (0.3, 1, -6.0), (1.6, 0, -5.0), (0.2, 1, -4.0), (1.3, 1, -3.0), (2.4, 0, -2.0),
                  (2.1, 1, -1.0)]
-
-
-def _quiet(*overrides):
-    return (*overrides, "logging.progress=none", "torch_threads=1")
 
 
 # ---- the estimator by hand ---------------------------------------------------------------------
@@ -93,13 +91,22 @@ class FixedPolicy(torch.nn.Module):
         return torch.distributions.Categorical(logits=self.logits.expand(len(obs), -1))
 
 
+def collect(envs, policy, episodes, seed, steps_left):
+    """collect_episodes with actions sampled from ``policy`` (torch's global generator), as REINFORCE does."""
+    def sample(obs):
+        with torch.no_grad():
+            action = policy.distribution(torch.as_tensor(obs)).sample().numpy()
+        return action, action
+
+    return collect_episodes(envs, sample, episodes, seed, steps_left, clip_rewards=False)
+
+
 def test_the_first_episodes_to_start_form_the_batch_and_surplus_ones_are_dropped(make_cfg):
     # the trap: every episode is one step. 2 envs, 3 episodes wanted: step 1 ends episodes 0 and 1, env 0
     # starts episode 2 and env 1 a surplus episode; step 2 ends both, the surplus one unused.
     cfg = make_cfg("env=trap", "algo=reinforce")
     envs = make_vec_env(cfg, 2)
-    batch, steps, ended = collect(envs, FixedPolicy(3, 2), torch.device("cpu"), 3, seed=0, steps_left=100,
-                                  clip_rewards=False, continuous=False, action_space=envs.single_action_space)
+    batch, steps, ended = collect(envs, FixedPolicy(3, 2), 3, seed=0, steps_left=100)
     assert steps == 4 and [e[0] for e in ended] == [2, 2, 4]
     assert [e[1:] for e in ended] == [(1000.0, 1)] * 3
     assert batch.lengths.tolist() == [1, 1, 1] and batch.rewards.tolist() == [1000.0] * 3
@@ -107,8 +114,7 @@ def test_the_first_episodes_to_start_form_the_batch_and_surplus_ones_are_dropped
     # the recycling chain, always RIGHT from state 1: states 1, 2, 3 then the bin (rewards 0, 1, 10)
     cfg = make_cfg("env=recycling", "algo=reinforce")
     envs = make_vec_env(cfg, 2)
-    batch, steps, ended = collect(envs, FixedPolicy(2, 1), torch.device("cpu"), 2, seed=0, steps_left=100,
-                                  clip_rewards=False, continuous=False, action_space=envs.single_action_space)
+    batch, steps, ended = collect(envs, FixedPolicy(2, 1), 2, seed=0, steps_left=100)
     assert steps == 6 and batch.obs.tolist() == [1, 2, 3, 1, 2, 3] and batch.rewards.tolist() == [0, 1, 10] * 2
     assert batch.terminated.tolist() == [False, False, True] * 2 and [e[1:] for e in ended] == [(11.0, 3)] * 2
 
@@ -117,8 +123,7 @@ def test_random_walk_batches_hold_whole_episodes_from_the_start(make_cfg):
     cfg = make_cfg("env=random_walk", "algo=reinforce")
     envs = make_vec_env(cfg, 3)
     torch.manual_seed(0)
-    batch, steps, ended = collect(envs, LogisticPolicy(), torch.device("cpu"), 7, seed=3, steps_left=10_000,
-                                  clip_rewards=False, continuous=False, action_space=envs.single_action_space)
+    batch, steps, ended = collect(envs, LogisticPolicy(), 7, seed=3, steps_left=10_000)
     bounds = np.concatenate([[0], np.cumsum(batch.lengths)])
     assert len(batch.lengths) == 7 and bounds[-1] == len(batch.obs) == len(batch.rewards)
     assert sorted(batch.lengths.tolist()) == sorted(length for _, _, length in ended)
@@ -131,8 +136,7 @@ def test_random_walk_batches_hold_whole_episodes_from_the_start(make_cfg):
     # a step limit of 1: every episode is truncated after one move, its final x about +-1
     cfg = make_cfg("env=random_walk", "algo=reinforce", "env.max_episode_steps=1")
     envs = make_vec_env(cfg, 2)
-    batch, steps, _ = collect(envs, LogisticPolicy(), torch.device("cpu"), 4, seed=0, steps_left=100,
-                              clip_rewards=False, continuous=False, action_space=envs.single_action_space)
+    batch, steps, _ = collect(envs, LogisticPolicy(), 4, seed=0, steps_left=100)
     assert batch.truncated.all() and batch.lengths.tolist() == [1] * 4 and steps == 4
     assert np.all(np.abs(np.abs(batch.final_obs[:, 0]) - 1.0) < 1.5)
 
@@ -140,8 +144,7 @@ def test_random_walk_batches_hold_whole_episodes_from_the_start(make_cfg):
 def test_collection_stops_at_the_step_budget(make_cfg):
     cfg = make_cfg("env=random_walk", "algo=reinforce")
     envs = make_vec_env(cfg, 1)
-    batch, steps, ended = collect(envs, LogisticPolicy(), torch.device("cpu"), 100, seed=0, steps_left=2,
-                                  clip_rewards=False, continuous=False, action_space=envs.single_action_space)
+    batch, steps, ended = collect(envs, LogisticPolicy(), 100, seed=0, steps_left=2)
     assert batch is None and steps == 2 and ended == []  # no walk leaves [-3, 3] in two moves of about 1
 
 
@@ -150,7 +153,7 @@ def test_reinforce_with_baseline_learns_the_random_walk(make_cfg, tmp_path):
     """The lecture experiment, shortened to 6,000 agent steps (about 100 updates, 2 s). Measured for
     seeds 1-5: mean return of the last 100 episodes -4.63, -4.69, -4.77, -4.48, -4.42 (uniform policy
     -11.4), w between 0.90 and 1.11."""
-    cfg = make_cfg("+experiment=lecture/random_walk_reinforce_baseline", *_quiet("total_timesteps=6000"))
+    cfg = make_cfg("+experiment=lecture/random_walk_reinforce_baseline", "total_timesteps=6000")
     metric = run_training(cfg, tmp_path / "run")
     assert metric > -6.0 > UNIFORM_RANDOM_WALK_RETURN + 5
     scalars = read_scalars(tmp_path / "run")
@@ -175,7 +178,7 @@ def test_a_learned_baseline_lowers_the_gradient_variance(make_cfg, tmp_path):
     (ratio 2.39; seeds 2-5: 5.0, 1.8, 2.1, 2.6)."""
     variances = {}
     for name in ("random_walk_reinforce", "random_walk_reinforce_baseline"):
-        cfg = make_cfg(f"+experiment=lecture/{name}", *_quiet("total_timesteps=6000", "seed=1"))
+        cfg = make_cfg(f"+experiment=lecture/{name}", "total_timesteps=6000", "seed=1")
         run_training(cfg, tmp_path / name)
         variances[name] = {tag: np.array([v for _, v, _ in values]) for tag, values in
                            read_scalars(tmp_path / name).items() if tag.startswith("losses/grad_variance")}
@@ -187,9 +190,9 @@ def test_a_learned_baseline_lowers_the_gradient_variance(make_cfg, tmp_path):
 
 
 def test_greedy_evaluation_plays_the_policys_mode(make_cfg, tmp_path):
-    from rlrun.evaluate import evaluate_checkpoint
+    from rlrun.cli.evaluate import evaluate_checkpoint
 
-    cfg = make_cfg("+experiment=lecture/random_walk_reinforce", *_quiet("total_timesteps=6000"))
+    cfg = make_cfg("+experiment=lecture/random_walk_reinforce", "total_timesteps=6000")
     run_training(cfg, tmp_path / "run")
     result = evaluate_checkpoint(tmp_path / "run", episodes=20)
     assert result["epsilon"] is None and result["mean"] > -5.0  # deterministic moves: out in 3 or 4 steps
@@ -198,7 +201,7 @@ def test_greedy_evaluation_plays_the_policys_mode(make_cfg, tmp_path):
 def test_actor_critic_and_aac_log_their_critic_losses(make_cfg, tmp_path):
     for critic, tags in (("q", ("losses/q_loss",)), ("advantage", ("losses/q_loss", "losses/value_loss"))):
         cfg = make_cfg("env=cartpole", "algo=reinforce", f"algo.critic={critic}", "algo.baseline=none",
-                       *_quiet("total_timesteps=3000"))
+                       "total_timesteps=3000")
         run_training(cfg, tmp_path / critic)
         scalars = read_scalars(tmp_path / critic)
         for tag in (*REINFORCE_TAGS, *tags):
@@ -211,7 +214,7 @@ def test_actor_critic_and_aac_log_their_critic_losses(make_cfg, tmp_path):
 def test_gaussian_policy_with_a_q_critic_on_pendulum(make_cfg, tmp_path):
     # Pendulum-v1: 3-D observations, a 1-D Box action in [-2, 2], episodes truncated at 200 steps
     cfg = make_cfg("env=gym", "env.id=Pendulum-v1", "algo=reinforce", "algo.critic=q", "algo.num_envs=2",
-                   "algo.trajectories_per_update=2", "algo.log_std_init=-0.5", *_quiet("total_timesteps=800"))
+                   "algo.trajectories_per_update=2", "algo.init_log_std=-0.5", "total_timesteps=800")
     run_training(cfg, tmp_path / "run")
     _, ckpt = latest_checkpoint(tmp_path / "run")
     assert ckpt["global_step"] == 800 and ckpt["update"] == 2
@@ -225,7 +228,7 @@ def test_state_indices_are_one_hot_encoded_on_the_recycling_chain(make_cfg, tmp_
     Q*(S2, right) = 0.9 * 1 + 0.81 * 10 = 9), not left into the can (2). Measured: 11.0 for seeds 1-3.
     (At gamma 0.99 REINFORCE learns to shuttle past the wrapper, +1 every other step, worth more.)"""
     cfg = make_cfg("env=recycling", "algo=reinforce", "algo.baseline=mean", "algo.learning_rate=0.05",
-                   "algo.gamma=0.9", "algo.trajectories_per_update=8", *_quiet("total_timesteps=3000", "seed=1"))
+                   "algo.gamma=0.9", "algo.trajectories_per_update=8", "total_timesteps=3000", "seed=1")
     metric = run_training(cfg, tmp_path / "run")
     _, ckpt = latest_checkpoint(tmp_path / "run")
     assert ckpt["policy"]["logits.1.net.0.weight"].shape == (64, 5)  # one input per state
@@ -234,7 +237,7 @@ def test_state_indices_are_one_hot_encoded_on_the_recycling_chain(make_cfg, tmp_
 
 def test_breakout_frames_go_through_the_nature_cnn(make_cfg, tmp_path):
     cfg = make_cfg("env=breakout", "algo=reinforce", "algo.trajectories_per_update=1", "algo.baseline=value",
-                   *_quiet("total_timesteps=600"))
+                   "total_timesteps=600")
     run_training(cfg, tmp_path / "run")
     _, ckpt = latest_checkpoint(tmp_path / "run")
     assert ckpt["policy"]["logits.0.layers.0.weight"].shape == (32, 4, 8, 8) and ckpt["update"] >= 1
@@ -245,7 +248,7 @@ def test_reinforce_resume_gives_the_same_scalars_as_an_uninterrupted_run(stop_an
     overrides = ("env=random_walk", "algo=reinforce", "algo.policy=logistic", "algo.gamma=1.0",
                  "algo.critic=advantage", "algo.num_envs=2", "algo.trajectories_per_update=4",
                  "algo.learning_rate=0.05", "algo.log_grad_variance=true", "total_timesteps=1200",
-                 "checkpoint.interval=100000", *_quiet())
+                 "checkpoint.interval=100000")
     # stop at the step of the 5th update
     whole, split, ckpt = stop_and_resume(overrides, lambda scalars: scalars["losses/policy_loss"][4][0])
     assert ckpt["update"] == 5
@@ -272,7 +275,7 @@ def test_reinforce_resume_gives_the_same_scalars_as_an_uninterrupted_run(stop_an
     (["env=cartpole", "algo.value_epochs=0"], "algo.value_epochs", ">= 1"),
 ])
 def test_bad_reinforce_values_give_one_clear_error(make_cfg, overrides, key, allowed):
-    from rlrun.cli import validate
+    from rlrun.cli.train import validate
 
     with pytest.raises(ConfigError) as info:
         validate(make_cfg("algo=reinforce", *overrides))
@@ -282,7 +285,7 @@ def test_bad_reinforce_values_give_one_clear_error(make_cfg, overrides, key, all
 def test_reinforce_with_baseline_improves_quickly_on_cartpole(make_cfg, tmp_path):
     """tuned/reinforce_cartpole cut to 100k agent steps (about 4 s): the last 100 training episodes average
     at least 150 (uniform policy: about 22). Measured for seeds 1-5: 206.6, 212.9, 195.6, 221.8, 217.6."""
-    cfg = make_cfg("env=cartpole", "algo=reinforce", *_quiet("seed=1", "total_timesteps=100000"))
+    cfg = make_cfg("env=cartpole", "algo=reinforce", "seed=1", "total_timesteps=100000")
     assert run_training(cfg, tmp_path / "run") >= 150.0
 
 
@@ -293,9 +296,9 @@ def test_reinforce_with_baseline_learns_cartpole(make_cfg, tmp_path):
     greedy policy's over 10 evaluation episodes. Measured on our 2-core machine (13 s each when idle,
     30-40 s under load), seeds 1-5: last-100 means 500.0, 500.0, 498.7, 500.0, 500.0, greedy 500.0 for all;
     the 100-episode mean first reached 475 after 249k, 276k, 258k, 299k, 266k steps."""
-    from rlrun.evaluate import evaluate_checkpoint
+    from rlrun.cli.evaluate import evaluate_checkpoint
 
-    cfg = make_cfg("env=cartpole", "algo=reinforce", *_quiet("seed=1"))
+    cfg = make_cfg("env=cartpole", "algo=reinforce", "seed=1")
     assert cfg.total_timesteps == 500_000 and cfg.algo.baseline == "value"
     assert run_training(cfg, tmp_path / "run") >= CARTPOLE_SOLVED_V1
     assert evaluate_checkpoint(tmp_path / "run", episodes=10)["mean"] >= CARTPOLE_SOLVED_V1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlrun.replay import ReplayBuffer
+from rlrun.data.replay import ReplayBuffer
 
 
 def drive(env, rb, steps, seed, record):
@@ -45,7 +45,7 @@ def check_all_valid(rb, record):
 @pytest.mark.parametrize("num_envs", [1, 2])
 def test_breakout_stacks_match_env_across_boundaries_and_wraparound(make_cfg, num_envs):
     """Every sampleable transition equals what the real AtariVectorEnv returned, after the ring wrapped."""
-    from rlrun.envs import make_vec_env
+    from rlrun.envs.factory import make_vec_env
 
     cfg = make_cfg("env=breakout")
     env = make_vec_env(cfg, num_envs)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,24 +13,23 @@ import pytest
 import torch
 import yaml
 
-from rlrun.cli import StoppedBySignal, run_training
-from rlrun.config import ConfigError
-from rlrun.replay import ReplayBuffer
-from rlrun.run import CheckpointError, Run, checkpoint_paths, latest_checkpoint, read_scalars
+from rlrun.cli.train import StoppedBySignal, run_training
+from rlrun.core.checkpoint import CheckpointError, checkpoint_paths, latest_checkpoint
+from rlrun.core.config import ConfigError
+from rlrun.core.events import read_scalars, scalar_values as scalars
+from rlrun.core.run import Run
+from rlrun.data.replay import ReplayBuffer
 
-RLRUN = [sys.executable, "-m", "rlrun.cli"]
-CARTPOLE = ["env=cartpole", "total_timesteps=8000", "algo.learning_starts=1000", "checkpoint.interval=1000",
-            "logging.progress=none", "torch_threads=1"]
-WALL_CLOCK_TAGS = {"charts/SPS"}
-
-
-def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    return {tag: [(s, v) for s, v, _ in events] for tag, events in read_scalars(run_dir).items()
-            if tag not in WALL_CLOCK_TAGS}
+CARTPOLE = ["env=cartpole", "total_timesteps=8000", "algo.learning_starts=1000", "checkpoint.interval=1000"]
 
 
-def rlrun(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*RLRUN, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+@pytest.fixture(scope="session")
+def rlrun(cli):
+    """rlrun(*args, cwd, timeout) runs the rlrun command in a subprocess."""
+    def _run(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+        return cli("rlrun", *args, cwd=cwd, timeout=timeout)
+
+    return _run
 
 
 def wait_for_checkpoints(run_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -42,18 +40,10 @@ def wait_for_checkpoints(run_dir: Path, n: int, proc: subprocess.Popen, timeout:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def restore_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_sigkill_then_resume_gives_the_same_scalars_as_an_uninterrupted_run(make_cfg, tmp_path,
-                                                                            restore_torch_threads):
+def test_sigkill_then_resume_gives_the_same_scalars_as_an_uninterrupted_run(make_cfg, tmp_path, rlrun, cli_argv):
     run_training(make_cfg(*CARTPOLE), tmp_path / "whole")
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*RLRUN, *CARTPOLE, f"hydra.run.dir={killed}"], cwd=tmp_path,
+    proc = subprocess.Popen(cli_argv("rlrun", *CARTPOLE, f"hydra.run.dir={killed}"), cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_checkpoints(killed, 3, proc)
     time.sleep(0.3)  # let it run past the checkpoint, so there are events to purge
@@ -71,10 +61,10 @@ def test_sigkill_then_resume_gives_the_same_scalars_as_an_uninterrupted_run(make
     assert "resumed from step_" in (killed / "resumes.log").read_text()
 
 
-def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path, cli_argv):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([*RLRUN, "env=cartpole", "total_timesteps=10000000", "algo.learning_starts=1000",
-                             "logging.progress=none", f"hydra.run.dir={run_dir}"],
+    proc = subprocess.Popen(cli_argv("rlrun", "env=cartpole", "total_timesteps=10000000", "algo.learning_starts=1000",
+                                     f"hydra.run.dir={run_dir}"),
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not list(run_dir.glob("events.out.tfevents.*")):
@@ -95,7 +85,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
 
 def test_a_second_signal_exits_at_once(make_cfg, tmp_path, monkeypatch):
     exits = []
-    monkeypatch.setattr("rlrun.run.os._exit", exits.append)
+    monkeypatch.setattr("rlrun.core.run.os._exit", exits.append)
     run = Run(make_cfg("env=cartpole"), tmp_path / "run")
     try:
         signal.raise_signal(signal.SIGINT)
@@ -110,17 +100,16 @@ def test_a_second_signal_exits_at_once(make_cfg, tmp_path, monkeypatch):
 def test_stop_in_process_raises_after_the_checkpoint(make_cfg, tmp_path, interrupt_at):
     interrupt_at(1500, signal.SIGINT)
     with pytest.raises(StoppedBySignal):
-        run_training(make_cfg("env=cartpole", "total_timesteps=5000", "algo.learning_starts=1000",
-                              "logging.progress=none"), tmp_path / "run")
+        run_training(make_cfg("env=cartpole", "total_timesteps=5000", "algo.learning_starts=1000"), tmp_path / "run")
     assert [p.name for p in checkpoint_paths(tmp_path / "run")] == ["step_000000001500.pt"]
 
 
 def make_short_run(make_cfg, run_dir: Path, *extra: str) -> None:
     run_training(make_cfg("env=cartpole", "total_timesteps=3000", "algo.learning_starts=500",
-                          "checkpoint.interval=1000", "logging.progress=none", *extra), run_dir)
+                          "checkpoint.interval=1000", *extra), run_dir)
 
 
-def test_a_truncated_checkpoint_falls_back_to_the_previous_one(make_cfg, tmp_path, capsys):
+def test_a_truncated_checkpoint_falls_back_to_the_previous_one(make_cfg, tmp_path, capsys, rlrun):
     run_dir = tmp_path / "run"
     make_short_run(make_cfg, run_dir)
     newest = checkpoint_paths(run_dir)[-1]
@@ -136,7 +125,7 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one(make_cfg, tmp_pat
 
 
 def test_replay_buffer_round_trips(make_cfg, tmp_path):
-    from rlrun.envs import make_vec_env
+    from rlrun.envs.factory import make_vec_env
 
     env = make_vec_env(make_cfg("env=breakout"), 2)
     rb = ReplayBuffer(400, (4, 84, 84), np.uint8, num_envs=2, frame_stack=4, seed=3)
@@ -158,7 +147,7 @@ def test_replay_buffer_round_trips(make_cfg, tmp_path):
         wrong.load(tmp_path / "replay")
 
 
-def test_resume_refuses_experiment_changes_and_edited_configs(make_cfg, tmp_path):
+def test_resume_refuses_experiment_changes_and_edited_configs(make_cfg, tmp_path, rlrun):
     run_dir = tmp_path / "run"
     make_short_run(make_cfg, run_dir)
     out = rlrun(f"resume={run_dir}", "algo.learning_rate=0.1", cwd=tmp_path)
@@ -184,7 +173,7 @@ def test_resume_refuses_a_checkpoint_whose_networks_do_not_match_its_config(make
         run_training(cfg, run_dir, resume=ckpt)
 
 
-def test_resuming_what_is_not_a_run_or_has_no_valid_checkpoint_fails_clearly(make_cfg, tmp_path):
+def test_resuming_what_is_not_a_run_or_has_no_valid_checkpoint_fails_clearly(make_cfg, tmp_path, rlrun):
     out = rlrun(f"resume={tmp_path / 'nothing'}", cwd=tmp_path)
     assert out.returncode == 2 and "is not an rlrun run directory" in out.stderr
     assert not (tmp_path / "nothing").exists()
@@ -206,7 +195,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_stops_with_a_clear_error(
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(obj, f)
 
-    monkeypatch.setattr("rlrun.run.torch.save", save_until_disk_full)
+    monkeypatch.setattr("rlrun.core.run.torch.save", save_until_disk_full)
     with pytest.raises(CheckpointError, match="No space left on device; the previous checkpoint .*step_000000001000.pt "
                                               "is intact"):
         make_short_run(make_cfg, tmp_path / "run")
@@ -216,10 +205,10 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_stops_with_a_clear_error(
         "replay_000000001000", "step_000000001000.pt"]  # no temporary file, no orphan replay snapshot
 
 
-def test_atari_resume_restarts_episodes_and_says_so(make_cfg, tmp_path):
+def test_atari_resume_restarts_episodes_and_says_so(make_cfg, tmp_path, rlrun):
     run_dir = tmp_path / "run"
     run_training(make_cfg("env=breakout", "total_timesteps=400", "algo.learning_starts=300",
-                          "replay.buffer_size=1000", "logging.progress=none"), run_dir)
+                          "replay.buffer_size=1000"), run_dir)
     out = rlrun(f"resume={run_dir}", "total_timesteps=600", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "the breakout simulator state cannot be saved: episodes restart at step 400" in out.stdout

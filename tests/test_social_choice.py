@@ -1,4 +1,4 @@
-"""rlrun.social_choice: Bradley-Terry preference matrices, transitivity, Condorcet / Copeland / Borda winners."""
+"""rlrun.rlhf.social_choice: Bradley-Terry preference matrices, transitivity, Condorcet / Copeland / Borda winners."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from rlrun.preferences import bradley_terry_probability
-from rlrun.social_choice import (borda_scores, borda_winners, bradley_terry_matrix, bradley_terry_reward_gap,
-                                 check_preference_matrix, condorcet_winner, copeland_scores, copeland_winners,
-                                 transitive_probability)
+from rlrun.rlhf.preferences import bradley_terry_probability
+from rlrun.rlhf.social_choice import (borda_scores, borda_winners, bradley_terry_matrix, bradley_terry_reward_gap, check_preference_matrix, condorcet_winner, copeland_scores, copeland_winners, transitive_probability)
 
 # no Condorcet winner (0 > 1 > 3 > 0), Copeland tie {0, 1} with 2 wins each, Borda winner 3 (1.8) with 1 win
 CYCLE_4 = np.array([[0.5, 0.6, 0.6, 0.1],

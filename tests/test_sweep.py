@@ -1,5 +1,7 @@
 """Sweeps: real `rlrun -m` runs of tiny CartPole jobs through Hydra's launchers and Optuna, failed,
-skipped and preempted jobs, sweep_summary.csv, bad sweep commands; and the helpers of rlrun.sweep."""
+skipped and preempted jobs, sweep_summary.csv, bad sweep commands; and the helpers of rlrun.cli.sweep.
+
+The real sweeps run several rlrun processes each and are marked slow."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,18 +20,22 @@ import yaml
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from rlrun import sweep
-from rlrun.run import RunDirError
+from rlrun.cli import sweep
+from rlrun.core.run import RunDirError
 
-RLRUN = [sys.executable, "-m", "rlrun.cli"]
 # PPO on CartPole, 4 envs x 32 steps per rollout: 1000 steps are 7 rollouts = 896 steps
-TINY = ["algo=ppo", "env=cartpole", "total_timesteps=1000", "algo.num_steps=32", "logging.progress=none"]
+TINY = ["algo=ppo", "env=cartpole", "total_timesteps=1000", "algo.num_steps=32"]
 TINY_STEPS = 896
 LOCAL_TWO_WORKERS = ["hydra/launcher=local", "hydra.launcher.n_jobs=2"]
 
 
-def rlrun(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*RLRUN, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+@pytest.fixture(scope="session")
+def rlrun(cli):
+    """rlrun(*args, cwd, timeout) runs ``rlrun`` leaving torch_threads to the sweep (each job's share of the cores)."""
+    def _run(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+        return cli("rlrun", *args, cwd=cwd, timeout=timeout, one_thread=False)
+
+    return _run
 
 
 def only_sweep_dir(cwd: Path) -> Path:
@@ -63,7 +68,7 @@ def importable(*modules: str) -> bool:
 # ---- launchers -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def local_sweep(tmp_path_factory):
+def local_sweep(rlrun, tmp_path_factory):
     """4 jobs (seed=1,2,3,4) through the joblib launcher with 2 workers: (cwd, sweep dir, output,
     summary rows and the run directories' files right after it)."""
     cwd = tmp_path_factory.mktemp("local")
@@ -73,6 +78,7 @@ def local_sweep(tmp_path_factory):
     return cwd, sweep_dir, out, read_summary(sweep_dir), run_files(sweep_dir)
 
 
+@pytest.mark.slow
 def test_local_launcher_runs_four_jobs_into_four_run_dirs_and_a_summary(local_sweep):
     _, sweep_dir, out, rows, _ = local_sweep
     assert re.fullmatch(r"sweep-[0-9a-f]{10}", sweep_dir.name) and sweep_dir.parent.name == "multirun"
@@ -98,7 +104,8 @@ def test_local_launcher_runs_four_jobs_into_four_run_dirs_and_a_summary(local_sw
     assert "rlrun: sweep of 4 jobs: 4 finished; summary in" in out.stdout
 
 
-def test_rerunning_the_same_sweep_skips_every_finished_job(local_sweep):
+@pytest.mark.slow
+def test_rerunning_the_same_sweep_skips_every_finished_job(local_sweep, rlrun):
     cwd, sweep_dir, _, rows, files = local_sweep
     # the same command, its overrides in another order and with another worker count
     out = rlrun("-m", "seed=1,2,3,4", *reversed(TINY), "hydra/launcher=local", "hydra.launcher.n_jobs=1", cwd=cwd)
@@ -112,7 +119,8 @@ def test_rerunning_the_same_sweep_skips_every_finished_job(local_sweep):
     assert [r["final_return"] for r in again] == [r["final_return"] for r in rows]
 
 
-def test_submitit_local_launcher_runs_jobs_with_one_thread_per_cpu_of_the_task(tmp_path):
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_jobs_with_one_thread_per_cpu_of_the_task(tmp_path, rlrun):
     out = rlrun("-m", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1", *TINY, "seed=1,2,3,4",
                 "sweep_name=sub", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -148,7 +156,8 @@ def test_slurm_preset_becomes_an_sbatch_script_with_its_resources(tmp_path, monk
 
 @pytest.mark.skipif(not importable("ray", "hydra_plugins.hydra_ray_launcher"),
                     reason='the Ray launcher is not installed (pip install "rlrun[ray]")')
-def test_ray_launcher_runs_jobs_on_a_local_ray(tmp_path):
+@pytest.mark.slow
+def test_ray_launcher_runs_jobs_on_a_local_ray(tmp_path, rlrun):
     out = rlrun("-m", "hydra/launcher=ray", *TINY, "seed=1,2", "sweep_name=ray", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     rows = read_summary(tmp_path / "outputs" / "multirun" / "ray")
@@ -157,7 +166,8 @@ def test_ray_launcher_runs_jobs_on_a_local_ray(tmp_path):
 
 # ---- robustness ------------------------------------------------------------------------------------
 
-def test_a_failing_job_is_recorded_and_the_next_job_still_runs(tmp_path):
+@pytest.mark.slow
+def test_a_failing_job_is_recorded_and_the_next_job_still_runs(tmp_path, rlrun):
     # cuda:99 passes validation and fails once the run is open (no such device on any machine)
     out = rlrun("-m", *TINY, "seed=1", "device=cuda:99,cpu", "sweep_name=fail", cwd=tmp_path)
     assert out.returncode == 1  # the sweep reports that a job failed
@@ -169,10 +179,11 @@ def test_a_failing_job_is_recorded_and_the_next_job_still_runs(tmp_path):
     assert out.stdout.strip().splitlines()[-1].startswith("rlrun: sweep of 2 jobs: 1 finished, 1 failed")
 
 
-def test_a_preempted_submitit_job_checkpoints_requeues_and_resumes(tmp_path):
+@pytest.mark.slow
+def test_a_preempted_submitit_job_checkpoints_requeues_and_resumes(tmp_path, cli_argv):
     total = 20000
-    proc = subprocess.Popen([*RLRUN, "-m", "hydra/launcher=submitit_local", *TINY, f"total_timesteps={total}",
-                             "checkpoint.interval=1000", "seed=1", "sweep_name=pre"],
+    proc = subprocess.Popen(cli_argv("rlrun", "-m", "hydra/launcher=submitit_local", *TINY, f"total_timesteps={total}",
+                                     "checkpoint.interval=1000", "seed=1", "sweep_name=pre", one_thread=False),
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dir = tmp_path / "outputs" / "multirun" / "pre" / "0_ppo_cartpole_s1"
     deadline = time.time() + 120
@@ -193,9 +204,10 @@ def test_a_preempted_submitit_job_checkpoints_requeues_and_resumes(tmp_path):
 
 # ---- Optuna -------------------------------------------------------------------------------------------
 
-def test_optuna_preset_runs_three_trials_and_writes_the_best_parameters(tmp_path):
+@pytest.mark.slow
+def test_optuna_preset_runs_three_trials_and_writes_the_best_parameters(tmp_path, rlrun):
     out = rlrun("-m", "+hparams_search=ppo_cartpole", "hydra.sweeper.n_trials=3", *TINY[2:], "torch_threads=1",
-                cwd=tmp_path)
+                cwd=tmp_path)  # one thread per trial: they run one after the other
     assert out.returncode == 0, out.stderr
     sweep_dir = only_sweep_dir(tmp_path)
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
@@ -229,7 +241,7 @@ def test_optuna_presets_search_keys_that_exist(preset):
     (["algo=dqn,ppo", "algo.clip_coef=0.1"], "Could not override 'algo.clip_coef'"),  # no such key in dqn's jobs
     (["sweep_name=../elsewhere"], "sweep_name='../elsewhere' is not allowed"),
 ])
-def test_a_bad_sweep_command_ends_with_one_line_before_any_job(tmp_path, args, expected):
+def test_a_bad_sweep_command_ends_with_one_line_before_any_job(tmp_path, args, expected, rlrun):
     out = rlrun("-m", "env=cartpole", "seed=1,2", *args, cwd=tmp_path)
     assert out.returncode == sweep.EXIT_BAD_SWEEP
     assert out.stderr.strip().splitlines() == [out.stderr.strip()]
@@ -238,7 +250,7 @@ def test_a_bad_sweep_command_ends_with_one_line_before_any_job(tmp_path, args, e
 
 
 @pytest.mark.skipif(importable("hydra_plugins.hydra_ray_launcher"), reason="the ray extra is installed here")
-def test_a_launcher_whose_extra_is_missing_names_the_pip_extra(tmp_path):
+def test_a_launcher_whose_extra_is_missing_names_the_pip_extra(tmp_path, rlrun):
     out = rlrun("-m", "hydra/launcher=ray", *TINY, "seed=1,2", cwd=tmp_path)
     assert out.returncode == sweep.EXIT_BAD_SWEEP
     [line] = out.stderr.strip().splitlines()

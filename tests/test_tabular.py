@@ -10,17 +10,18 @@ import numpy as np
 import pytest
 
 from rlrun.algos.value_iteration import bellman_backup, solve
-from rlrun.cli import run_training, validate
-from rlrun.config import ConfigError
-from rlrun.envs import lecture, tabular_model
-from rlrun.evaluate import evaluate_checkpoint
-from rlrun.run import latest_checkpoint, read_scalars
+from rlrun.cli.train import run_training, validate
+from rlrun.core.config import ConfigError
+from rlrun.envs import lecture
+from rlrun.envs.reference import tabular_model
+from rlrun.cli.evaluate import evaluate_checkpoint
+from rlrun.core.checkpoint import latest_checkpoint
+from rlrun.core.events import read_scalars
 
 # The lecture's Q-table at gamma 0.9 (rows S1..S5 = indices 0..4, columns left, right; terminal rows 0):
 # Q(S4, right) = 10; Q(S3, right) = 1 + .9 * 10 = 10; Q(S2, right) = 0 + .9 * 10 = 9; Q(S2, left) = 2;
 # Q(S3, left) = .9 * V(S2) = .9 * 9 = 8.1; Q(S4, left) = .9 * V(S3) = 9.
 LECTURE_Q = [[0, 0], [2, 9], [8.1, 10], [9, 10], [0, 0]]
-QUIET = ("logging.progress=none", "torch_threads=1")
 
 
 def read_csv(path) -> tuple[list[str], list[list[str]]]:
@@ -41,7 +42,7 @@ def returns(run_dir) -> list[float]:
 # ---- value iteration --------------------------------------------------------------------------------
 
 def test_value_iteration_gives_the_lecture_q_table_at_gamma_09(make_cfg, tmp_path):
-    metric = run_training(make_cfg("+experiment=lecture/recycling_qtable", *QUIET), tmp_path / "run")
+    metric = run_training(make_cfg("+experiment=lecture/recycling_qtable"), tmp_path / "run")
     header, _ = read_csv(tmp_path / "run" / "q_table.csv")
     assert header == ["state", "left", "right"]
     np.testing.assert_allclose(read_table(tmp_path / "run" / "q_table.csv"), LECTURE_Q, rtol=0, atol=1e-9)
@@ -58,7 +59,7 @@ def test_value_iteration_gives_the_lecture_q_table_at_gamma_09(make_cfg, tmp_pat
 
 
 def test_three_minute_rule_at_gamma_1_gives_11_by_backward_induction(make_cfg, tmp_path):
-    metric = run_training(make_cfg("+experiment=lecture/recycling_return_gamma1", *QUIET), tmp_path / "run")
+    metric = run_training(make_cfg("+experiment=lecture/recycling_return_gamma1"), tmp_path / "run")
     _, (summary,) = read_csv(tmp_path / "run" / "optimal_return.csv")
     assert summary[:4] == ["1", "3", "1.0", "11.0"]
     # Q with 3 steps left, by hand (V_h = best return with h steps left, V_1 = (0, 2, 1, 10, 0)):
@@ -94,8 +95,7 @@ def test_chain_without_terminal_states_and_a_step_limit_by_hand(make_cfg, tmp_pa
     # 1 step left: Q_1 = [(0, 0), (1, 4), (0, 0)]; V_1 = (0, 4, 0)
     # 2 steps left: S0 (0 + V_1(0), 0 + V_1(1)) = (0, 4); S1 (1 + 0, 4 + 0) = (1, 4); S2 (0 + 4, 0 + 0) = (4, 0)
     cfg = make_cfg("algo=value_iteration", "env=recycling", "env.kwargs.length=3", "env.kwargs.rewards=[1,0,4]",
-                   "env.kwargs.terminal_states=[]", "env.max_episode_steps=2", "algo.gamma=1.0", "eval.episodes=3",
-                   *QUIET)
+                   "env.kwargs.terminal_states=[]", "env.max_episode_steps=2", "algo.gamma=1.0", "eval.episodes=3")
     metric = run_training(cfg, tmp_path / "run")
     np.testing.assert_allclose(read_table(tmp_path / "run" / "q_table.csv"), [[0, 4], [1, 4], [4, 0]], atol=1e-12)
     _, (summary,) = read_csv(tmp_path / "run" / "optimal_return.csv")
@@ -104,7 +104,7 @@ def test_chain_without_terminal_states_and_a_step_limit_by_hand(make_cfg, tmp_pa
 
 def test_value_iteration_of_frozenlake_without_slipping(make_cfg, tmp_path):
     cfg = make_cfg("algo=value_iteration", "env=gym", "env.id=FrozenLake-v1", "+env.kwargs.is_slippery=false",
-                   "algo.gamma=0.9", "eval.episodes=2", *QUIET)
+                   "algo.gamma=0.9", "eval.episodes=2")
     model = tabular_model(cfg)
     assert model.transitions.shape == (16, 4, 16) and model.terminal.sum() == 5 and model.start == 0  # 4 holes, goal
     metric = run_training(cfg, tmp_path / "run")
@@ -116,7 +116,7 @@ def test_value_iteration_of_frozenlake_without_slipping(make_cfg, tmp_path):
 
 
 def test_value_iteration_of_the_trap(make_cfg, tmp_path):
-    run_training(make_cfg("algo=value_iteration", "env=trap", *QUIET), tmp_path / "run")
+    run_training(make_cfg("algo=value_iteration", "env=trap"), tmp_path / "run")
     header, rows = read_csv(tmp_path / "run" / "policy.csv")
     np.testing.assert_array_equal(read_table(tmp_path / "run" / "q_table.csv"), [[0, 1, 1000], [0, 0, 0]])
     assert rows[0][1:] == ["2", "a2"]
@@ -125,7 +125,7 @@ def test_value_iteration_of_the_trap(make_cfg, tmp_path):
 # ---- Q-learning -------------------------------------------------------------------------------------
 
 def test_tabular_q_learning_learns_the_lecture_q_table(make_cfg, tmp_path):
-    cfg = make_cfg("+experiment=lecture/recycling_qtable_q_learning", "total_timesteps=3000", *QUIET)
+    cfg = make_cfg("+experiment=lecture/recycling_qtable_q_learning", "total_timesteps=3000")
     run_training(cfg, tmp_path / "run")
     q = read_table(tmp_path / "run" / "q_table.csv")
     error = np.abs(q[1:4] - np.array(LECTURE_Q)[1:4]).max()
@@ -148,14 +148,14 @@ def test_q_learning_bootstraps_through_the_step_limit(make_cfg, tmp_path):
     # (Not bootstrapping there would learn Q(1, right) = 4 + .5 * max Q_1(2) = 4.)
     cfg = make_cfg("algo=q_learning", "env=recycling", "env.kwargs.length=3", "env.kwargs.rewards=[1,0,4]",
                    "env.kwargs.terminal_states=[]", "env.max_episode_steps=2", "algo.gamma=0.5",
-                   "algo.learning_rate=0.5", "total_timesteps=3000", *QUIET)
+                   "algo.learning_rate=0.5", "total_timesteps=3000")
     run_training(cfg, tmp_path / "run")
     expected = [[4 / 3, 8 / 3], [7 / 3, 16 / 3], [8 / 3, 4 / 3]]
     np.testing.assert_allclose(read_table(tmp_path / "run" / "q_table.csv"), expected, rtol=0, atol=1e-3)
 
 
 def test_vanilla_q_network_on_one_hot_states_learns_the_lecture_q_table(make_cfg, tmp_path):
-    cfg = make_cfg("+experiment=lecture/recycling_qtable_qnetwork", "total_timesteps=8000", *QUIET)
+    cfg = make_cfg("+experiment=lecture/recycling_qtable_qnetwork", "total_timesteps=8000")
     run_training(cfg, tmp_path / "run")
     q = read_table(tmp_path / "run" / "q_table.csv")  # the network on each one-hot state
     assert q.shape == (5, 2)
@@ -168,13 +168,13 @@ def test_vanilla_q_network_on_one_hot_states_learns_the_lecture_q_table(make_cfg
 
 @pytest.mark.slow
 def test_vanilla_q_network_lecture_experiment_reaches_the_exact_table(make_cfg, tmp_path):
-    run_training(make_cfg("+experiment=lecture/recycling_qtable_qnetwork", "logging.progress=none"), tmp_path / "run")
+    run_training(make_cfg("+experiment=lecture/recycling_qtable_qnetwork"), tmp_path / "run")
     q = read_table(tmp_path / "run" / "q_table.csv")
     assert np.abs(q[1:4] - np.array(LECTURE_Q)[1:4]).max() < 1e-3, q  # measured below 1e-6 for seeds 1-10
 
 
 def test_greedy_learner_is_trapped_at_reward_1(make_cfg, tmp_path):
-    metric = run_training(make_cfg("+experiment=lecture/trap_greedy", "total_timesteps=300", *QUIET), tmp_path / "run")
+    metric = run_training(make_cfg("+experiment=lecture/trap_greedy", "total_timesteps=300"), tmp_path / "run")
     # episode 1: argmax(.5, .4, .3) = 0, reward 0 -> Q = (0, .4, .3); episode 2: action 1, reward 1 -> (0, 1, .3);
     # from then on action 1 forever
     np.testing.assert_array_equal(read_table(tmp_path / "run" / "q_table.csv"), [[0.0, 1.0, 0.3]])
@@ -184,7 +184,7 @@ def test_greedy_learner_is_trapped_at_reward_1(make_cfg, tmp_path):
 
 
 def test_epsilon_greedy_learner_finds_the_1000(make_cfg, tmp_path):
-    metric = run_training(make_cfg("+experiment=lecture/trap_epsilon_greedy", *QUIET), tmp_path / "run")
+    metric = run_training(make_cfg("+experiment=lecture/trap_epsilon_greedy"), tmp_path / "run")
     np.testing.assert_array_equal(read_table(tmp_path / "run" / "q_table.csv"), [[0.0, 1.0, 1000.0]])
     _, policy = read_csv(tmp_path / "run" / "policy.csv")
     assert policy == [["0", "2", "a2"]]
@@ -197,8 +197,7 @@ def test_epsilon_greedy_learner_finds_the_1000(make_cfg, tmp_path):
 @pytest.mark.parametrize("q_function", ["table", "mlp"])
 def test_q_learning_resume_gives_the_same_scalars_and_table(tmp_path, stop_and_resume, q_function):
     overrides = ("algo=q_learning", "env=recycling", f"algo.q_function={q_function}", "algo.gamma=0.9",
-                 "algo.num_envs=2", "total_timesteps=1000", "checkpoint.interval=100000", "logging.log_interval=50",
-                 *QUIET) + (("env.kwargs.one_hot=true", "algo.learning_rate=0.01") if q_function == "mlp" else ())
+                 "algo.num_envs=2", "total_timesteps=1000", "checkpoint.interval=100000", "logging.log_interval=50") + (("env.kwargs.one_hot=true", "algo.learning_rate=0.01") if q_function == "mlp" else ())
     whole, split, _ = stop_and_resume(overrides, 400)
     assert whole.keys() == split.keys() and len(whole["losses/td_error"]) == 20
     for tag in whole:
@@ -240,7 +239,7 @@ def test_bad_tabular_values_give_one_clear_error(make_cfg, overrides, key, allow
 
 @pytest.mark.parametrize("algo", ["value_iteration", "q_learning"])
 def test_chain_that_never_ends_is_refused_before_the_run_directory_exists(make_cfg, tmp_path, algo):
-    cfg = make_cfg(f"algo={algo}", "env=recycling", "env.kwargs.terminal_states=[]", *QUIET)
+    cfg = make_cfg(f"algo={algo}", "env=recycling", "env.kwargs.terminal_states=[]")
     with pytest.raises(ConfigError, match=r"^env.max_episode_steps=None is not allowed: expected a step limit"):
         run_training(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()

@@ -9,22 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from rlrun.algos.td import (Batch, Trajectory, lambda_returns, make_policy, policy_evaluation, sample_actions,
-                            states_never_ending)
-from rlrun.cli import run_training, validate
-from rlrun.config import ConfigError
-from rlrun.envs import lecture, make_vec_env
-from rlrun.run import read_scalars
+from rlrun.algos.td import make_policy, policy_probs
+from rlrun.cli.train import run_training, validate
+from rlrun.core.config import ConfigError
+from rlrun.core.events import read_scalars
+from rlrun.data.episodes import EpisodeBatch, lambda_returns
+from rlrun.envs import lecture
+from rlrun.envs.factory import make_vec_env, probe_env
+from rlrun.envs.reference import policy_evaluation, sample_actions, states_never_ending
 
-FAST = ("logging.progress=none", "torch_threads=1", "checkpoint.interval=0")
-
-
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    """Runs here set torch_threads=1; give the rest of the session its thread count back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+FAST = ("checkpoint.interval=0",)
 
 
 def read_values(run_dir):
@@ -56,14 +50,20 @@ def test_lambda_returns_by_hand_for_a_terminated_and_a_truncated_trajectory():
 
 
 def test_batch_lays_trajectories_end_to_end_with_successors():
-    a = Trajectory(np.array([[0.0], [1.0]], np.float32), np.array([1, 0]), np.array([-1.0, -1.0]),
-                   np.array([5.0], np.float32), True)
-    b = Trajectory(np.array([[2.0]], np.float32), np.array([1]), np.array([-1.0]), np.array([7.0], np.float32), False)
-    batch = Batch.from_trajectories([a, b])
+    a = EpisodeBatch.episode(np.array([[0.0], [1.0]], np.float32), np.array([1, 0]), np.array([-1.0, -1.0]),
+                             np.array([5.0], np.float32), True)
+    b = EpisodeBatch.episode(np.array([[2.0]], np.float32), np.array([1]), np.array([-1.0]),
+                             np.array([7.0], np.float32), False)
+    batch = EpisodeBatch.concatenate([a, b])
     np.testing.assert_array_equal(batch.next_obs[:, 0], [1, 5, 7])
     np.testing.assert_array_equal(batch.next_actions, [0, -1, -1])
-    np.testing.assert_array_equal(batch.end, [False, True, True])
+    np.testing.assert_array_equal(batch.ends, [False, True, True])
     np.testing.assert_array_equal(batch.terminated, [False, True, False])
+    np.testing.assert_array_equal(batch.truncated, [False, True])
+    # one dict per episode in checkpoints, and back
+    again = EpisodeBatch.from_episode_states(batch.episode_states())
+    for name in ("obs", "actions", "rewards", "terminated", "lengths", "truncated", "final_obs"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(batch, name))
 
 
 def test_policy_evaluation_of_the_lecture_chain_going_right_at_gamma_09():
@@ -96,8 +96,12 @@ def test_the_fixed_policy_samples_its_probabilities(make_cfg):
     actions = act(np.zeros((20_000, 1), np.float32))
     assert actions.dtype == np.int64 and set(np.unique(actions)) == {0, 1}
     assert actions.mean() == pytest.approx(0.8, abs=0.01)  # standard error 0.003
-    np.testing.assert_array_equal(sample_actions(np.array([0.5, 1.0]), np.random.default_rng(0), 4),
-                                  (np.random.default_rng(0).random(4) >= 0.5).astype(np.int64))
+    # certain choices are certain, and four actions at (.1, .2, .3, .4) come at those rates (standard error <= .0035)
+    rng = np.random.default_rng(0)
+    assert (sample_actions(np.cumsum([0.0, 1.0]), rng, 1000) == 1).all()
+    assert (sample_actions(np.cumsum([1.0, 0.0]), rng, 1000) == 0).all()
+    counts = np.bincount(sample_actions(np.cumsum([0.1, 0.2, 0.3, 0.4]), rng, 20_000), minlength=4) / 20_000
+    np.testing.assert_allclose(counts, [0.1, 0.2, 0.3, 0.4], atol=0.015)
 
 
 # ---- learning -------------------------------------------------------------------------------
@@ -212,7 +216,7 @@ def test_td_resume_gives_the_same_scalars_and_values_as_an_uninterrupted_run(tmp
     overrides = ("algo=td", "env=random_walk", "algo.gamma=1.0", "algo.num_envs=2", "algo.trajectories_per_update=3",
                  "algo.target_network_frequency=5", "algo.update_epochs=2", "algo.batch_size=16",
                  "algo.loss_reduction=mean", "total_timesteps=3000", "algo.eval_interval=500",
-                 "logging.log_interval=1", "logging.progress=none", "torch_threads=1", "checkpoint.interval=1000")
+                 "logging.log_interval=1", "checkpoint.interval=1000")
     whole, split, ckpt = stop_and_resume(overrides, 1502)
     assert sum(len(p["actions"]) for p in ckpt["partial"]) > 0  # stopped inside episodes
     assert whole.keys() == split.keys() and len(whole["losses/value_mse"]) >= 6
@@ -247,9 +251,13 @@ def test_bad_td_values_give_one_clear_error(make_cfg, overrides, key, allowed):
     assert str(info.value).startswith(key) and allowed in str(info.value), str(info.value)
 
 
-@pytest.mark.parametrize("env", ["random_walk", "recycling", "trap", "cartpole", "acrobot"])
-def test_td_defaults_validate_on_the_discrete_action_envs(make_cfg, env):
-    validate(make_cfg("algo=td", f"env={env}"))
+@pytest.mark.parametrize("env, actions", [("random_walk", 2), ("recycling", 2), ("trap", 3), ("cartpole", 2),
+                                          ("acrobot", 3)])
+def test_td_defaults_validate_on_the_discrete_action_envs(make_cfg, env, actions):
+    cfg = make_cfg("algo=td", f"env={env}")
+    spec = validate(cfg)  # raises on a bad default
+    assert spec.name == "td" and probe_env(cfg)[1].n == actions
+    np.testing.assert_array_equal(policy_probs(cfg, actions), np.full(actions, 1 / actions))  # uniform by default
 
 
 def test_lecture_experiments_compose(make_cfg):

@@ -6,16 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from rlrun.cli import run_training
-from rlrun.nets import NatureCNN
-from rlrun.run import load_checkpoint, read_scalars
+from rlrun.cli.train import run_training
+from rlrun.nn.networks import NatureCNN
+from rlrun.core.checkpoint import load_checkpoint
+from rlrun.core.events import read_scalars
 
 WALL_CLOCK_TAGS = {"charts/SPS"}  # the only scalar that depends on the machine's speed
 
 
 def test_short_breakout_run_writes_event_files_and_checkpoints(make_cfg, tmp_path):
     cfg = make_cfg("env=breakout", "total_timesteps=600", "algo.learning_starts=400",
-                   "replay.buffer_size=1000", "checkpoint.interval=300", "logging.progress=none")
+                   "replay.buffer_size=1000", "checkpoint.interval=300")
     metric = run_training(cfg, tmp_path / "run")
     scalars = read_scalars(tmp_path / "run")
     for tag in ("charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/epsilon",
@@ -36,7 +37,7 @@ def test_short_breakout_run_writes_event_files_and_checkpoints(make_cfg, tmp_pat
 
 def cartpole_scalars(make_cfg, run_dir, seed):
     cfg = make_cfg("env=cartpole", "total_timesteps=3000", "algo.learning_starts=1000",
-                   f"seed={seed}", "logging.progress=none", "torch_threads=1")
+                   f"seed={seed}")
     run_training(cfg, run_dir)
     return {tag: [(s, v) for s, v, _ in events] for tag, events in read_scalars(run_dir).items()
             if tag not in WALL_CLOCK_TAGS}
@@ -63,7 +64,7 @@ def test_same_seed_gives_identical_scalars_on_cpu(make_cfg, tmp_path, restore_to
     ["algo.tau=0.005", "algo.target_network_frequency=1", "algo.num_envs=4", "algo.train_frequency=2"],
 ])
 def test_dqn_variants_train_and_write_finite_losses(make_cfg, tmp_path, overrides):
-    cfg = make_cfg("env=cartpole", "total_timesteps=2000", "algo.learning_starts=500", "logging.progress=none",
+    cfg = make_cfg("env=cartpole", "total_timesteps=2000", "algo.learning_starts=500",
                    *overrides)
     run_training(cfg, tmp_path / "run")
     losses = [v for _, v, _ in read_scalars(tmp_path / "run")["losses/td_loss"]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import sys
 import zipfile
@@ -25,6 +27,7 @@ def run(*cmd: str, cwd: Path) -> str:
     return out.stdout
 
 
+@pytest.mark.slow
 def test_wheel_installed_in_a_fresh_venv_composes_configs(tmp_path):
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"),
         str(ROOT), cwd=tmp_path)

@@ -7,7 +7,7 @@ dynamics model are used; the price is distribution shift (Ross et al. 2011): a l
 reaches states the demonstrations never show and acts badly there, which ``algo=dagger`` repairs.
 
 The demonstrations (``algo.demos``, a .npz written by ``rlrun-eval <run dir> --save-demos demos.npz``,
-see :mod:`rlrun.demos`) must come from the run's env with the same observation and action spaces.
+see :mod:`rlrun.data.demos`) must come from the run's env with the same observation and action spaces.
 A fraction ``algo.holdout_fraction`` of their steps, drawn uniformly, is held out for a validation
 loss; the network is trained on the rest for ``algo.epochs`` passes of minibatches of
 ``algo.batch_size`` steps with Adam:
@@ -28,7 +28,7 @@ observations. Observations are not normalized.
 episodes (env seed ``seed + eval.seed_offset``): their true returns are ``charts/episodic_return``.
 Returns the mean true return of the final learner's episodes.
 
-The functions below (:class:`Learner`, :class:`Dataset`, :func:`train_epoch`, :func:`evaluate_learner`,
+The functions below (:class:`Learner`, :func:`train_epoch`, :func:`evaluate_learner`,
 :func:`make_policy`) are ``algo=dagger``'s as well.
 """
 
@@ -44,11 +44,15 @@ from gymnasium import spaces
 from omegaconf import DictConfig
 from torch import nn
 
-from rlrun.config import check_choice, check_int, check_int_list, check_number, fail, get
-from rlrun.demos import check_demos, load_demos
-from rlrun.envs import env_spaces
-from rlrun.nets import MLP, NatureCNN, OneHot, load_weights, make_adam
-from rlrun.run import Run, resolve_device, set_rng_state
+from rlrun.core.config import check_choice, check_int, check_int_list, check_number, fail, get
+from rlrun.core.registry import AlgoSpec, register
+from rlrun.core.run import Run, resolve_device
+from rlrun.core.state import Counters, load_weights
+from rlrun.data.demos import ExpertDataset, check_demos, load_demos
+from rlrun.envs.factory import env_spaces
+from rlrun.envs.rollout import evaluate
+from rlrun.nn.networks import MLP, NatureCNN, OneHot
+from rlrun.nn.optim import make_adam
 
 METRIC = "mean true return of the final learner's evaluation episodes"  # what train returns
 EVAL_POLICY = "the learner's mode (argmax of the logits, or the mean action clipped to the bounds)"  # rlrun-eval
@@ -110,6 +114,7 @@ class Learner(nn.Module):
 
     def __init__(self, obs_space: gym.Space, action_space: gym.Space, hidden_sizes: list[int], activation: str):
         super().__init__()
+        self.obs_space, self.action_space = obs_space, action_space
         self.continuous = isinstance(action_space, spaces.Box)
         out = int(action_space.shape[0]) if self.continuous else int(action_space.n)
         if isinstance(obs_space, spaces.Discrete):
@@ -137,57 +142,6 @@ def imitation_loss(learner: Learner, obs: torch.Tensor, actions: torch.Tensor) -
     if learner.continuous:
         return F.mse_loss(out, actions.float())
     return F.cross_entropy(out, actions.long())
-
-
-class Dataset:
-    """(observation, expert action) pairs, aggregated batch by batch, each pair in the training or the
-    held-out split for good.
-
-    Of each batch added, ``floor(holdout_fraction * n)`` steps drawn uniformly (a generator seeded by
-    ``(seed, number of batches added before)``, so that the split needs no saved state) are held out.
-
-    Attributes:
-        obs: (N, *obs_shape) observations (as given: float32 vectors, uint8 frames or int64 indices).
-        actions: (N,) int64 or (N, A) float32 expert actions.
-        holdout: (N,) bool, True for held-out steps.
-    """
-
-    def __init__(self, holdout_fraction: float, seed: int):
-        self.holdout_fraction, self.seed = holdout_fraction, seed
-        self.obs: torch.Tensor | None = None
-        self.actions: torch.Tensor | None = None
-        self.holdout = torch.zeros(0, dtype=torch.bool)
-        self.batches = 0
-
-    def __len__(self) -> int:
-        return len(self.holdout)
-
-    def add(self, obs: np.ndarray, actions: np.ndarray) -> None:
-        """Append n steps: (n, *obs_shape) observations and (n,) or (n, A) expert actions."""
-        n = len(obs)
-        rng = np.random.default_rng((self.seed, self.batches))
-        held = np.zeros(n, dtype=bool)
-        held[rng.permutation(n)[:int(self.holdout_fraction * n)]] = True
-        obs, actions = torch.as_tensor(np.asarray(obs)), torch.as_tensor(np.asarray(actions))
-        self.obs = obs if self.obs is None else torch.cat([self.obs, obs])
-        self.actions = actions if self.actions is None else torch.cat([self.actions, actions])
-        self.holdout = torch.cat([self.holdout, torch.from_numpy(held)])
-        self.batches += 1
-
-    def split(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(training observations, training actions, held-out observations, held-out actions) on ``device``."""
-        keep = ~self.holdout
-        return (self.obs[keep].to(device), self.actions[keep].to(device),
-                self.obs[self.holdout].to(device), self.actions[self.holdout].to(device))
-
-    def state_dict(self) -> dict[str, Any]:
-        """The data as tensors, for checkpoints."""
-        return {"obs": self.obs, "actions": self.actions, "holdout": self.holdout, "batches": self.batches}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output (the split and the count of batches included)."""
-        self.obs, self.actions, self.holdout = state["obs"], state["actions"], state["holdout"]
-        self.batches = int(state["batches"])
 
 
 def steps_per_epoch(num_train: int, batch_size: int) -> int:
@@ -240,9 +194,7 @@ def learner_policy(learner: Learner, action_space: gym.Space, device: torch.devi
 
 def evaluate_learner(cfg: DictConfig, learner: Learner, episodes: int, device: torch.device) -> dict[str, Any]:
     """Play ``episodes`` whole episodes of the learner's mode on one env of ``cfg`` seeded with
-    ``seed + eval.seed_offset``; returns :func:`rlrun.evaluate.play`'s statistics (true returns)."""
-    from rlrun.evaluate import evaluate  # evaluate imports the algorithm registry
-
+    ``seed + eval.seed_offset``; returns :func:`rlrun.envs.rollout.play`'s statistics (true returns)."""
     seed = int(cfg.seed) + int(cfg.eval.seed_offset)
     return evaluate(cfg, lambda env: learner_policy(learner, env.single_action_space, device), episodes, seed)
 
@@ -274,7 +226,7 @@ def train(cfg: DictConfig, run: Run) -> float:
     device = resolve_device(cfg.device)
     obs_space, action_space = env_spaces(cfg)
     demos = load_demos(args.demos, "algo.demos")
-    data = Dataset(float(args.holdout_fraction), int(cfg.seed))
+    data = ExpertDataset(float(args.holdout_fraction), int(cfg.seed))  # the split is a function of the seed
     data.add(demos.obs, demos.actions)
     train_obs, train_actions, held_obs, held_actions = data.split(device)
     learner = make_learner(cfg, obs_space, action_space, device)
@@ -285,36 +237,27 @@ def train(cfg: DictConfig, run: Run) -> float:
     print(f"rlrun: behavior cloning on {len(train_obs)} steps of {demos.num_episodes} demonstrations "
           f"(expert return {demos.returns().mean():.2f}), {len(held_obs)} held out", flush=True)
 
-    epoch = 0
-    if run.restored is not None:  # the split is a function of the seed: only the training state is restored
-        epoch = int(run.restored["epoch"])
-        load_weights(learner, run.restored["learner"], "learner", cfg)
-        optimizer.load_state_dict(run.restored["optimizer"])
-        set_rng_state(run.restored["rng"])
+    # STATE: what a checkpoint holds; a resumed run loads it back here
+    counters = Counters(epoch=0, final_return=float("nan"))  # final_return: of the last evaluation
+    run.track(learner=learner, optimizer=optimizer, counters=counters)
 
-    stats: dict[str, Any] = {"mean": float("nan")}
-    if run.restored is not None:
-        stats["mean"] = float(run.restored["final_return"])  # nan unless the run had finished
-
-    def checkpoint_state() -> dict:
-        return {"epoch": epoch, "learner": learner.state_dict(), "optimizer": optimizer.state_dict(),
-                "final_return": stats["mean"] if epoch == epochs else float("nan")}
-
-    while epoch < epochs:
+    while counters.epoch < epochs:
         # ALGO LOGIC: one pass of supervised learning over the expert's (observation, action) pairs
         loss = train_epoch(learner, optimizer, train_obs, train_actions, batch_size)
-        epoch += 1
-        global_step = epoch * per_epoch
+        counters.epoch += 1
+        global_step = counters.epoch * per_epoch
         run.log(global_step, {"losses/imitation_loss": loss, **holdout_metrics(learner, held_obs, held_actions)})
-        if epoch == epochs or (eval_interval > 0 and epoch % eval_interval == 0):
+        if counters.epoch == epochs or (eval_interval > 0 and counters.epoch % eval_interval == 0):
             stats = evaluate_learner(cfg, learner, int(args.eval_episodes), device)
+            counters.final_return = stats["mean"]
             log_evaluation(run, global_step, stats)
-        run.progress(global_step)
-        run.maybe_checkpoint(global_step, checkpoint_state)
-        if run.should_stop:
+        if run.end_iteration(global_step):
             break
-    run.final_checkpoint(epoch * per_epoch, checkpoint_state)
+    run.finish(counters.epoch * per_epoch)
     if not run.should_stop:
-        print(f"rlrun: behavior cloning: the learner's mean true return is {stats['mean']:.2f} over "
+        print(f"rlrun: behavior cloning: the learner's mean true return is {counters.final_return:.2f} over "
               f"{int(args.eval_episodes)} episodes", flush=True)
-    return float(stats["mean"])
+    return float(counters.final_return)
+
+
+register(AlgoSpec("bc", validate, train, make_policy, eval_policy=EVAL_POLICY, metric=METRIC))

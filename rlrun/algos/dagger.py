@@ -41,23 +41,24 @@ uninterrupted one.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rlrun.algos.bc import (ADAM_EPS, EVAL_POLICY, METRIC, Dataset, Learner, evaluate_learner, holdout_metrics,
-                            learner_policy, log_evaluation, make_learner, make_policy, train_epoch, validate_learner)
-from rlrun.config import ConfigError, check_int, check_number, get
-from rlrun.demos import check_demos, load_demos
-from rlrun.envs import VecEnv, make_vec_env
-from rlrun.nets import load_weights, make_adam
-from rlrun.run import Run, resolve_device, set_rng_state
-
-__all__ = ["EVAL_POLICY", "METRIC", "make_policy", "validate", "train"]  # make_policy etc.: behavior cloning's
-
-Policy = Callable[[np.ndarray], np.ndarray]  # (1, *obs_shape) observations -> (1, ...) actions
+from rlrun.algos.bc import (ADAM_EPS, EVAL_POLICY, METRIC, Learner, evaluate_learner, holdout_metrics, learner_policy,
+                            log_evaluation, make_learner, make_policy, train_epoch, validate_learner)
+from rlrun.core import registry
+from rlrun.core.checkpoint import find_checkpoint
+from rlrun.core.config import ConfigError, check_int, check_number, get
+from rlrun.core.registry import AlgoSpec, Policy, register
+from rlrun.core.run import Run, resolve_device
+from rlrun.core.state import Counters
+from rlrun.data.demos import ExpertDataset, check_demos, load_demos
+from rlrun.envs.factory import make_vec_env
+from rlrun.envs.vector import VecEnv
+from rlrun.nn.optim import make_adam
 
 
 def load_expert(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
@@ -67,8 +68,6 @@ def load_expert(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
         ConfigError: naming ``algo.expert``: null, not a run directory or checkpoint, or an expert trained
             on another env id (both ids named).
     """
-    from rlrun.evaluate import InputError, find_checkpoint  # evaluate imports the algorithm registry
-
     path = get(cfg, "algo.expert")
     if path is None:
         raise ConfigError("algo.expert is null: a DAgger run needs an expert: expected the path of an rlrun run "
@@ -76,7 +75,7 @@ def load_expert(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
                           "algo.expert=outputs/<date>/<time>_ppo_cartpole_s1")
     try:
         _, payload, _ = find_checkpoint(str(path))
-    except InputError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"algo.expert={str(path)!r}: {exc}") from None
     expert_cfg = OmegaConf.create(payload["config"])
     if str(expert_cfg.env.id) != str(cfg.env.id):
@@ -93,10 +92,8 @@ def make_expert(cfg: DictConfig, expert_cfg: DictConfig, payload: dict[str, Any]
     Raises:
         ConfigError: naming ``algo.expert`` if its policy cannot act on this run's env.
     """
-    from rlrun.evaluate import make_act
-
     try:
-        return make_act(expert_cfg, payload, envs, device, 0.0, int(cfg.seed))
+        return registry.make_policy(expert_cfg, payload, envs, device, 0.0, int(cfg.seed))
     except ValueError as exc:  # ConfigError included: a network or table that does not fit the env
         raise ConfigError(f"algo.expert={str(cfg.algo.expert)!r} cannot act on this run's env {cfg.env.id}: "
                           f"{exc}") from None
@@ -112,7 +109,7 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, a + "beta0", low=0, high=1)
     check_number(cfg, a + "beta_decay", low=0, high=1)
     expert_cfg, payload = load_expert(cfg)
-    envs = make_vec_env(cfg, 1, learned_reward=False)
+    envs = make_vec_env(cfg, 1)
     try:
         expert = make_expert(cfg, expert_cfg, payload, envs, torch.device("cpu"))
         try:
@@ -156,15 +153,18 @@ def rollout(envs: VecEnv, expert: Policy, learner: Policy, beta: float, episodes
     return np.stack(visited), np.stack(labels), finished
 
 
-def fit_learner(cfg: DictConfig, data: Dataset, envs: VecEnv, device: torch.device) -> tuple[Learner, dict]:
-    """Train a freshly initialized learner on all of ``data`` for ``algo.epochs`` epochs; returns it and
-    its scalars: the last epoch's losses/imitation_loss and the held-out metrics."""
-    learner = make_learner(cfg, envs.single_observation_space, envs.single_action_space, device)
+def fit_learner(cfg: DictConfig, data: ExpertDataset, learner: Learner, device: torch.device,
+                fresh: bool = True) -> dict:
+    """Train ``learner`` on all of ``data`` for ``algo.epochs`` epochs, first re-initialized in place as a
+    freshly made one (unless ``fresh`` is False: it was just made); returns its scalars: the last epoch's
+    losses/imitation_loss and the held-out metrics."""
+    if fresh:  # Follow-the-Leader: every round's learner is behavior cloning from scratch on the aggregate
+        learner.load_state_dict(make_learner(cfg, learner.obs_space, learner.action_space, device).state_dict())
     optimizer = make_adam(learner, float(cfg.algo.learning_rate), ADAM_EPS)
     train_obs, train_actions, held_obs, held_actions = data.split(device)
     for _ in range(int(cfg.algo.epochs)):
         loss = train_epoch(learner, optimizer, train_obs, train_actions, int(cfg.algo.batch_size))
-    return learner, {"losses/imitation_loss": loss, **holdout_metrics(learner, held_obs, held_actions)}
+    return {"losses/imitation_loss": loss, **holdout_metrics(learner, held_obs, held_actions)}
 
 
 def train(cfg: DictConfig, run: Run) -> float:
@@ -172,56 +172,50 @@ def train(cfg: DictConfig, run: Run) -> float:
     args = cfg.algo
     device = resolve_device(cfg.device)
     num_rounds, eval_interval = int(args.num_rounds), int(args.eval_interval)
-    envs = make_vec_env(cfg, 1, learned_reward=False)  # the rollouts' env; the learner is evaluated on another
+    envs = make_vec_env(cfg, 1)  # the rollouts' env; the learner is evaluated on another
     expert = make_expert(cfg, *load_expert(cfg), envs, device)
-    data = Dataset(float(args.holdout_fraction), int(cfg.seed))
-    done, global_step, last_return = 0, 0, float("nan")  # rounds completed, rollout env steps, last evaluation
+    data = ExpertDataset(float(args.holdout_fraction), int(cfg.seed))
+    learner = make_learner(cfg, envs.single_observation_space, envs.single_action_space, device)
 
-    if run.restored is not None:
-        ckpt = run.restored
-        done, global_step, last_return = int(ckpt["round"]), int(ckpt["global_step"]), float(ckpt["last_return"])
-        data.load_state_dict(ckpt["dataset"])
-        learner = make_learner(cfg, envs.single_observation_space, envs.single_action_space, device)
-        load_weights(learner, ckpt["learner"], "learner", cfg)
-        set_rng_state(ckpt["rng"])
-    elif args.demos is not None:  # the initial learner is behavior cloning on the demonstrations
+    # STATE: what a checkpoint holds; a resumed run continues after its last completed round
+    counters = Counters(round=0, last_return=float("nan"))  # rounds completed, the last evaluation's mean return
+    run.track(learner=learner, dataset=data, counters=counters)
+    global_step = run.start_step  # env steps of the rollouts
+    if not run.resumed and args.demos is not None:  # the initial learner is behavior cloning on the demonstrations
         demos = load_demos(args.demos, "algo.demos")
         data.add(demos.obs, demos.actions)
-        learner, scalars = fit_learner(cfg, data, envs, device)
+        scalars = fit_learner(cfg, data, learner, device, fresh=False)
         stats = evaluate_learner(cfg, learner, int(args.eval_episodes), device)
-        last_return = stats["mean"]
+        counters.last_return = stats["mean"]
         run.log(0, {**scalars, "charts/dataset_size": len(data)})
         log_evaluation(run, 0, stats)
         print(f"rlrun: dagger: behavior cloning on {len(data)} demonstration steps: learner return "
-              f"{last_return:.2f}", flush=True)
-    else:
-        learner = make_learner(cfg, envs.single_observation_space, envs.single_action_space, device)
+              f"{counters.last_return:.2f}", flush=True)
 
-    def checkpoint_state() -> dict:
-        return {"round": done, "learner": learner.state_dict(), "dataset": data.state_dict(),
-                "last_return": last_return}
-
-    while done < num_rounds and not run.should_stop:
+    while counters.round < num_rounds:
         # ALGO LOGIC: roll out the mixture, ask the expert about every visited state, aggregate, retrain
-        beta = mixing_beta(cfg, done)
+        beta = mixing_beta(cfg, counters.round)
         obs, labels, episodes = rollout(envs, expert, learner_policy(learner, envs.single_action_space, device),
-                                        beta, int(args.episodes_per_round), int(cfg.seed) + done,
-                                        np.random.default_rng((int(cfg.seed), done)))
+                                        beta, int(args.episodes_per_round), int(cfg.seed) + counters.round,
+                                        np.random.default_rng((int(cfg.seed), counters.round)))
         data.add(obs, labels)
-        learner, scalars = fit_learner(cfg, data, envs, device)
-        done += 1
+        scalars = fit_learner(cfg, data, learner, device)
+        counters.round += 1
         global_step += len(obs)
         run.log(global_step, {**scalars, "charts/dataset_size": len(data), "charts/beta": beta,
                               "charts/rollout_return": float(np.mean([r for r, _ in episodes]))})
-        if done == num_rounds or (eval_interval > 0 and done % eval_interval == 0):
+        if counters.round == num_rounds or (eval_interval > 0 and counters.round % eval_interval == 0):
             stats = evaluate_learner(cfg, learner, int(args.eval_episodes), device)
-            last_return = stats["mean"]
+            counters.last_return = stats["mean"]
             log_evaluation(run, global_step, stats)
-            print(f"rlrun: dagger round {done}/{num_rounds}: beta {beta:.3g}, {len(data)} steps in the dataset, "
-                  f"learner return {last_return:.2f}", flush=True)
-        run.set_total(max(global_step, round(global_step * num_rounds / done)))  # estimated from rounds so far
-        run.progress(global_step)
-        run.maybe_checkpoint(global_step, checkpoint_state)
+            print(f"rlrun: dagger round {counters.round}/{num_rounds}: beta {beta:.3g}, {len(data)} steps in the "
+                  f"dataset, learner return {counters.last_return:.2f}", flush=True)
+        run.set_total(max(global_step, round(global_step * num_rounds / counters.round)))  # estimated so far
+        if run.end_iteration(global_step):
+            break
     envs.close()
-    run.final_checkpoint(global_step, checkpoint_state)
-    return float(last_return)
+    run.finish(global_step)
+    return float(counters.last_return)
+
+
+register(AlgoSpec("dagger", validate, train, make_policy, eval_policy=EVAL_POLICY, metric=METRIC))

@@ -23,13 +23,15 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from omegaconf import DictConfig, OmegaConf
 
-from rlrun.config import check_bool, check_choice, check_int, check_int_list, check_number, check_that, fail
-from rlrun.envs import action_kind, check_array_observations, make_vec_env, restore_episodes
-from rlrun.nets import load_weights, make_adam, make_network
-from rlrun.replay import ReplayBuffer
-from rlrun.run import CHECKPOINT_DIGITS, Run, resolve_device, set_rng_state
-
-EVAL_USES_EPSILON = True  # rlrun-eval plays epsilon-greedy (--epsilon, eval.epsilon)
+from rlrun.core.config import check_bool, check_choice, check_int, check_int_list, check_number, check_that, fail
+from rlrun.core.registry import AlgoSpec, register
+from rlrun.core.run import Run, resolve_device
+from rlrun.core.state import Counters, load_weights
+from rlrun.data.replay import ReplayBuffer
+from rlrun.envs.factory import action_kind, check_array_observations, make_vec_env
+from rlrun.nn.networks import make_network
+from rlrun.nn.optim import make_adam
+from rlrun.rlhf.learned_reward import with_learned_reward
 
 
 def validate(cfg: DictConfig) -> None:
@@ -110,8 +112,8 @@ def train(cfg: DictConfig, run: Run) -> float:
     """Train DQN on ``cfg.env``; returns the mean raw return of the last episodes."""
     args = SimpleNamespace(**OmegaConf.to_container(cfg.algo, resolve=True))  # plain values: fast in the loop
     device = resolve_device(cfg.device)
-    num_envs = int(args.num_envs)
-    envs = make_vec_env(cfg, num_envs)
+    num_envs, buffer_size = int(args.num_envs), int(cfg.replay.buffer_size)
+    envs = with_learned_reward(cfg, make_vec_env(cfg, num_envs))
     if not isinstance(envs.single_action_space, spaces.Discrete):
         fail("env", cfg.env.id, "an env with discrete actions for DQN")
     n_actions = int(envs.single_action_space.n)
@@ -125,42 +127,23 @@ def train(cfg: DictConfig, run: Run) -> float:
     target_network = copy.deepcopy(q_network)
     target_network.requires_grad_(False)
     optimizer = make_adam(q_network, args.learning_rate, args.adam_eps)
-    rb = ReplayBuffer(int(cfg.replay.buffer_size), obs_shape, envs.single_observation_space.dtype,
+    rb = ReplayBuffer(buffer_size, obs_shape, envs.single_observation_space.dtype,
                       num_envs=num_envs, frame_stack=envs.frame_stack, seed=cfg.seed)
     update = make_update(q_network, target_network, optimizer, args)
     clip_rewards, log_interval = bool(cfg.preprocessing.clip_rewards), int(cfg.logging.log_interval)
 
-    def checkpoint_state() -> dict:
-        return {"q_network": q_network.state_dict(), "target_network": target_network.state_dict(),
-                "optimizer": optimizer.state_dict(), "exploration_rng": rng.bit_generator.state,
-                "replay_rng": rb.rng.bit_generator.state, "next_log_step": next_log_step,
-                "learning_resumes": learning_resumes, "obs": torch.from_numpy(obs), "envs": envs.get_state()}
-
+    # STATE: what a checkpoint holds; a resumed run loads it back here
     obs = envs.reset(seed=cfg.seed)
-    global_step, next_log_step, learning_resumes = 0, 0, 0
-    if run.restored is not None:  # resume: continue exactly where the checkpoint left off
-        ckpt = run.restored
-        global_step, next_log_step = ckpt["global_step"], ckpt["next_log_step"]
-        load_weights(q_network, ckpt["q_network"], "q_network", cfg)
-        load_weights(target_network, ckpt["target_network"], "target_network", cfg)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        rng.bit_generator.state = ckpt["exploration_rng"]
-        rb.rng.bit_generator.state = ckpt["replay_rng"]
-        learning_resumes = ckpt["learning_resumes"]
-        snapshot = run.ckpt_dir / f"replay_{global_step:0{CHECKPOINT_DIGITS}d}"
-        if snapshot.is_dir():
-            rb.load(snapshot)
-        else:
-            refill = max(min(args.learning_starts, int(cfg.replay.buffer_size)), args.batch_size)
-            learning_resumes = global_step + refill
-            print(f"rlrun: no replay snapshot for step {global_step}: refilling the buffer for "
-                  f"{learning_resumes - global_step} steps before learning resumes", flush=True)
-        restored = restore_episodes(envs, ckpt, cfg.env.id)
-        if restored is not None:
-            obs = restored
-        else:
-            rb.end_episodes(ckpt["obs"].numpy())
-        set_rng_state(ckpt["rng"])
+    counters = Counters(next_log_step=0, learning_resumes=0)
+    run.track(q_network=q_network, target_network=target_network, optimizer=optimizer, exploration_rng=rng,
+              replay_rng=rb.rng, counters=counters, envs=envs, replay=rb)
+    global_step, obs = run.start_step, envs.obs
+    if run.resumed and len(rb) == 0:  # no replay snapshot: refill the buffer before learning again
+        counters.learning_resumes = global_step + max(min(args.learning_starts, buffer_size), args.batch_size)
+        print(f"rlrun: no replay snapshot for step {global_step}: refilling the buffer for "
+              f"{counters.learning_resumes - global_step} steps before learning resumes", flush=True)
+    if run.resumed and not envs.episodes_restored:  # ALE: the checkpoint's episodes end where they were cut
+        rb.end_episodes(run.restored["obs"].numpy())
 
     while global_step < run.total:
         t = global_step  # agent steps before this iteration: the schedules' clock (CleanRL's loop index)
@@ -182,13 +165,13 @@ def train(cfg: DictConfig, run: Run) -> float:
         obs = step.obs
 
         # ALGO LOGIC: training
-        if t > args.learning_starts and t >= learning_resumes:
+        if t > args.learning_starts and t >= counters.learning_resumes:
             for _ in range(multiples_in(t, num_envs, args.train_frequency)):
                 b = rb.sample(args.batch_size)
                 loss, q_mean = update(*(torch.as_tensor(x, device=device)
                                         for x in (b.obs, b.actions, b.rewards, b.next_obs, b.terminated)))
-                if t >= next_log_step:
-                    next_log_step = t + log_interval
+                if t >= counters.next_log_step:
+                    counters.next_log_step = t + log_interval
                     run.log(global_step, {"losses/td_loss": loss.item(), "losses/q_values": q_mean.item(),
                                           "charts/epsilon": epsilon})
             if multiples_in(t, num_envs, args.target_network_frequency):
@@ -198,17 +181,12 @@ def train(cfg: DictConfig, run: Run) -> float:
                             target_param.copy_(param)  # hard copy (Mnih et al. 2015)
                         else:
                             target_param.lerp_(param, args.tau)  # Polyak averaging
-
-        run.progress(global_step)
-        run.maybe_checkpoint(global_step, checkpoint_state, rb)
-        run.maybe_evaluate(global_step, lambda: {"q_network": q_network.state_dict()})
-        if run.should_stop:
+        if run.end_iteration(global_step):
             break
 
-    run.final_checkpoint(global_step, checkpoint_state, rb)
+    run.finish(global_step)
     envs.close()
     return run.mean_return()
-
 
 
 def make_policy(cfg: DictConfig, state: dict, envs, device: torch.device, epsilon: float, seed: int):
@@ -281,3 +259,7 @@ def make_update(q_network: torch.nn.Module, target_network: torch.nn.Module, opt
 def multiples_in(start: int, count: int, every: int) -> int:
     """How many multiples of ``every`` lie in [start, start + count): the events due in one iteration."""
     return (start + count - 1) // every - (start - 1) // every
+
+
+register(AlgoSpec("dqn", validate, train, make_policy, eval_policy="epsilon-greedy", eval_uses_epsilon=True,
+                  learned_reward=True))

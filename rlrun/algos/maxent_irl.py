@@ -34,7 +34,7 @@ the visitation frequencies per step) and, where the env's reward is a state rewa
 ``irl/true_reward_pearson``. At the end it plays the learned soft-optimal policy in the env
 (``charts/episodic_return``, true returns) and writes into the run directory:
 
-  reward_model.pt   the learned r(s) as a reward-model checkpoint (rlrun.learned_reward) over one-hot
+  reward_model.pt   the learned r(s) as a reward-model checkpoint (rlrun.rlhf.reward_models) over one-hot
                     observations: ``reward=learned reward.path=...`` on the env with ``env.kwargs.one_hot=true``
   reward.csv        state, learned_reward, true_reward (the env's, where it has one)
   visitation.csv    state, expert, learned: visitation frequencies per step (each column sums to <= 1)
@@ -43,6 +43,8 @@ the visitation frequencies per step) and, where the env's reward is a state rewa
 
 from __future__ import annotations
 
+from typing import Callable
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -50,17 +52,18 @@ from omegaconf import DictConfig
 from torch import nn
 
 from rlrun.algos.value_iteration import eval_config, make_policy, soft_policy, soft_value, state_indices
-from rlrun.config import ConfigError, check_choice, check_int, check_int_list, check_number, fail, get
-from rlrun.demos import Demos, check_demos, load_demos
-from rlrun.envs import env_spaces, probe_env, tabular_model
+from rlrun.core.config import ConfigError, check_choice, check_int, check_int_list, check_number, fail, get
+from rlrun.core.registry import AlgoSpec, register
+from rlrun.core.run import Run
+from rlrun.core.state import Counters
+from rlrun.data.demos import Demos, check_demos, load_demos
+from rlrun.envs.factory import env_spaces, probe_env
 from rlrun.envs.lecture import TabularModel
-from rlrun.nets import MLP
-from rlrun.run import Run, set_rng_state
+from rlrun.envs.reference import tabular_model
+from rlrun.envs.rollout import evaluate
+from rlrun.nn.networks import MLP
+from rlrun.rlhf.reward_models import RewardEnsemble, save_reward_model
 
-__all__ = ["make_policy", "soft_value_iteration", "visitation_frequencies", "expected_visits", "log_likelihood"]
-
-METRIC = "the mean true return of the learned reward's soft-optimal policy (eval.episodes episodes)"
-EVAL_POLICY = "samples of the learned reward's soft-optimal policy"  # what rlrun-eval plays
 
 
 def validate(cfg: DictConfig) -> None:
@@ -198,12 +201,29 @@ class StateReward(nn.Module):
         return self.net(features).squeeze(-1)
 
 
+class SoftPolicyTables:
+    """The soft-optimal policy of the current reward, under the keys of a soft value-iteration checkpoint
+    (q_table, q_by_steps_left, horizon, soft), so that ``value_iteration.make_policy`` plays it (rlrun-eval,
+    eval.interval). Derived from the reward when saved; nothing to load back."""
+
+    flat_state = True
+
+    def __init__(self, rewards: Callable[[], np.ndarray], model: TabularModel, horizon: int):
+        self.rewards, self.model, self.horizon = rewards, model, horizon
+
+    def state_dict(self) -> dict:
+        """The tables of the soft policy of ``rewards()`` over the horizon."""
+        q, _ = soft_value_iteration(self.rewards(), self.model, self.horizon)
+        return {"q_table": torch.from_numpy(q[0].copy()), "q_by_steps_left": torch.from_numpy(q[::-1].copy()),
+                "horizon": self.horizon, "soft": True}
+
+    def load_state_dict(self, checkpoint: dict) -> None:
+        """Nothing: the tables follow from the restored reward."""
+
+
 def train(cfg: DictConfig, run: Run) -> float:
     """Fit a state reward to ``algo.demos`` by maximum-entropy IRL, write it as a reward model, play its soft
     policy; returns the mean true return of that policy's ``eval.episodes`` episodes."""
-    from rlrun.evaluate import evaluate  # evaluate imports the algorithm registry
-    from rlrun.learned_reward import RewardEnsemble, save_reward_model
-
     model = tabular_model(cfg)
     num_states = model.rewards.shape[0]
     horizon = int(cfg.env.max_episode_steps)
@@ -218,27 +238,19 @@ def train(cfg: DictConfig, run: Run) -> float:
     reward_net = StateReward(phi.shape[1], cfg.algo.reward, list(cfg.algo.get("hidden_sizes", []))).double()
     optimizer = torch.optim.Adam(reward_net.parameters(), lr=float(cfg.algo.learning_rate))
     features = torch.from_numpy(phi)
-    step, converged = 0, False
-    if run.restored is not None:
-        reward_net.load_state_dict(run.restored["reward_net"])
-        optimizer.load_state_dict(run.restored["optimizer"])
-        step, converged = run.restored["global_step"], run.restored["converged"]
-        set_rng_state(run.restored["rng"])
 
     def rewards_now() -> np.ndarray:
         with torch.no_grad():
             return reward_net(features).numpy().copy()
 
-    def checkpoint_state() -> dict:
-        q, _ = soft_value_iteration(rewards_now(), model, horizon)
-        # the same policy keys as a soft value-iteration checkpoint, so value_iteration.make_policy plays it
-        return {"reward_net": reward_net.state_dict(), "optimizer": optimizer.state_dict(), "converged": converged,
-                "q_table": torch.from_numpy(q[0].copy()), "q_by_steps_left": torch.from_numpy(q[::-1].copy()),
-                "horizon": horizon, "soft": True}
-
+    # STATE: what a checkpoint holds (and the soft policy that rlrun-eval plays); a resumed run loads it back here
+    counters = Counters(converged=False)
+    run.track(reward_net=reward_net, optimizer=optimizer, counters=counters,
+              policy=SoftPolicyTables(rewards_now, model, horizon))
+    step = run.start_step
     run.set_total(int(cfg.algo.max_iterations))
     gap = float("inf")
-    while not converged and step < int(cfg.algo.max_iterations):
+    while not counters.converged and step < int(cfg.algo.max_iterations):
         # ALGO LOGIC: soft value iteration, forward visitation frequencies, then the likelihood gradient
         r = reward_net(features)
         q, v0 = soft_value_iteration(r.detach().numpy(), model, horizon)
@@ -250,20 +262,18 @@ def train(cfg: DictConfig, run: Run) -> float:
                    "irl/visitation_gap": float(np.abs(expert_visits - visits).max()) / horizon}
         if true_rewards is not None and np.std(true_rewards) > 0 and np.std(r.detach().numpy()) > 0:
             scalars["irl/true_reward_pearson"] = float(np.corrcoef(r.detach().numpy(), true_rewards)[0, 1])
-        converged = gap < float(cfg.algo.tolerance)
-        if not converged:
+        counters.converged = gap < float(cfg.algo.tolerance)
+        if not counters.converged:
             # dL/dr(s) = d_E(s) - d_theta(s): minimize its negative inner product with r
             optimizer.zero_grad()
             (-(torch.from_numpy(expert_visits - visits) * r).sum()).backward()
             optimizer.step()
         step += 1
         run.log(step, scalars)
-        run.progress(step)
-        run.maybe_checkpoint(step, checkpoint_state)
-        if run.should_stop:
-            run.final_checkpoint(step, checkpoint_state)
+        if run.end_iteration(step):
+            run.finish(step)
             return run.mean_return()
-    if not converged:
+    if not counters.converged:
         print(f"rlrun: maxent_irl stopped after algo.max_iterations={cfg.algo.max_iterations} steps with a "
               f"feature-count gap of {gap:.3g} per step (algo.tolerance={cfg.algo.tolerance:g})", flush=True)
 
@@ -279,17 +289,16 @@ def train(cfg: DictConfig, run: Run) -> float:
     save_reward_model(ensemble.float(), run.dir / "reward_model.pt", str(cfg.env.id),
                       {"algo": "maxent_irl", "state_rewards": learned.tolist(),
                        "metrics": {"feature_count_gap": gap, "visitation_gap": visitation_gap,
-                                   "log_likelihood": log_likelihood(learned, v0, episodes), "converged": converged,
-                                   "iterations": step}})
+                                   "log_likelihood": log_likelihood(learned, v0, episodes),
+                                   "converged": counters.converged, "iterations": step}})
     print(f"rlrun: maxent_irl: feature-count gap {gap:.2g} per step after {step} steps; reward model written to "
           f"{run.dir / 'reward_model.pt'}", flush=True)
 
-    state = checkpoint_state()
-    seed = int(cfg.seed) + int(cfg.eval.seed_offset)
+    state, seed = run.state(), int(cfg.seed) + int(cfg.eval.seed_offset)
     stats = evaluate(eval_config(cfg, horizon), lambda env: make_policy(cfg, state, env, torch.device("cpu"), 0.0, seed),
                      int(cfg.eval.episodes), seed)
     run.log_episodes(step, list(zip(stats["returns"], stats["lengths"])))
-    run.final_checkpoint(step, lambda: state)
+    run.finish(step)
     return run.mean_return()
 
 
@@ -308,3 +317,8 @@ def write_outputs(cfg: DictConfig, run: Run, learned: np.ndarray, true_rewards: 
         run.write_csv("weights.csv", ["feature", "learned_weight", "true_weight"],
                       [[names[k] if k < len(names) else k, float(w), float(true_w[k]) if k < len(true_w) else ""]
                        for k, w in enumerate(weights)])
+
+
+register(AlgoSpec("maxent_irl", validate, train, make_policy,
+                  eval_policy="samples of the learned reward's soft-optimal policy",
+                  metric="the mean true return of the learned reward's soft-optimal policy (eval.episodes episodes)"))

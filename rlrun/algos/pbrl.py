@@ -30,14 +30,14 @@ import torch
 from omegaconf import DictConfig
 
 from rlrun.algos import ppo
-from rlrun.config import ConfigError, check_bool, check_choice, check_int, check_number
-from rlrun.envs import env_spaces
-from rlrun.learned_reward import (action_features_size, evaluate_pairs, fitter_from_config, save_reward_model,
-                                  validate_model_keys)
-from rlrun.preferences import SyntheticLabeler, correlations, cut_segments
-from rlrun.run import Run, resolve_device
-
-make_policy = ppo.make_policy  # checkpoints play like PPO's (rlrun-eval)
+from rlrun.core.config import ConfigError, check_bool, check_choice, check_int, check_number
+from rlrun.core.registry import AlgoSpec, register
+from rlrun.core.run import Run, resolve_device
+from rlrun.envs.factory import env_spaces
+from rlrun.rlhf.fitting import evaluate_pairs, fitter_from_config, validate_model_keys
+from rlrun.rlhf.preference_data import cut_segments
+from rlrun.rlhf.preferences import SyntheticLabeler, correlations
+from rlrun.rlhf.reward_models import action_features_size, save_reward_model
 
 
 def validate(cfg: DictConfig) -> None:
@@ -208,3 +208,6 @@ def train(cfg: DictConfig, run: Run) -> float:
                                  extra={"num_labels": learner.labels_used})
         print(f"rlrun: reward model from {learner.labels_used} labels written to {path}", flush=True)
     return metric
+
+
+register(AlgoSpec("pbrl", validate, train, ppo.make_policy))  # its checkpoints play like PPO's

@@ -47,12 +47,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlrun.algos.dqn import linear_schedule, td_target
 from rlrun.algos.value_iteration import action_names, greedy, write_tables
-from rlrun.config import (ConfigError, check_choice, check_int, check_int_list, check_number, fail, get)
-from rlrun.envs import check_gamma, discrete_states, make_vec_env, probe_env, restore_episodes
-from rlrun.nets import MLP, load_weights, make_adam
-from rlrun.run import Run, resolve_device, set_rng_state
-
-EVAL_USES_EPSILON = True  # rlrun-eval plays epsilon-greedy (--epsilon, eval.epsilon)
+from rlrun.core.config import ConfigError, check_choice, check_int, check_int_list, check_number, fail, get
+from rlrun.core.registry import AlgoSpec, register
+from rlrun.core.run import Run, resolve_device
+from rlrun.core.state import Counters, load_weights
+from rlrun.envs.factory import check_gamma, discrete_states, make_vec_env, probe_env
+from rlrun.nn.networks import MLP
+from rlrun.nn.optim import OPTIMIZERS, make_optimizer
 
 
 def validate(cfg: DictConfig) -> None:
@@ -70,7 +71,7 @@ def validate(cfg: DictConfig) -> None:
     if end_e > start_e:
         fail("algo.end_e", end_e, f"at most algo.start_e={start_e} (epsilon decays)")
     check_int_list(cfg, a + "hidden_sizes")
-    check_choice(cfg, a + "optimizer", ["adam", "sgd"])
+    check_choice(cfg, a + "optimizer", OPTIMIZERS)
     check_number(cfg, a + "adam_eps", low=0, low_open=True)
     if q_function == "table":
         try:
@@ -155,13 +156,6 @@ def one_hot_states(cfg: DictConfig) -> int | None:
     return None
 
 
-def make_optimizer(network: torch.nn.Module, args: SimpleNamespace) -> torch.optim.Optimizer:
-    """Adam (Kingma and Ba 2015) or plain SGD on ``network`` with step size ``args.learning_rate``."""
-    if args.optimizer == "adam":
-        return make_adam(network, args.learning_rate, args.adam_eps)
-    return torch.optim.SGD(network.parameters(), lr=args.learning_rate)
-
-
 def make_update(q_network: torch.nn.Module, optimizer: torch.optim.Optimizer, gamma: float):
     """One gradient step of the vanilla Q-network on the transitions of one agent step.
 
@@ -203,49 +197,26 @@ def train(cfg: DictConfig, run: Run) -> float:
     tabular = args.q_function == "table"
     log_interval = int(cfg.logging.log_interval)
 
+    q_table, q_network, optimizer = None, None, None
     if tabular:
         q_table = initial_q_table(args.initial_q, int(envs.single_observation_space.n), n_actions)
     else:
         q_network = MLP(envs.single_observation_space.shape[0], n_actions, args.hidden_sizes).to(device)
-        optimizer = make_optimizer(q_network, args)
+        optimizer = make_optimizer(args.optimizer, q_network.parameters(), args.learning_rate, args.adam_eps)
         update = make_update(q_network, optimizer, gamma)
         table_states = one_hot_states(cfg)
 
-    def current_table() -> np.ndarray | None:
-        """(S, A) Q-values: the table, or the network on each one-hot state (None for other observations)."""
-        if tabular:
-            return q_table.copy()
-        return None if table_states is None else network_table(q_network, table_states, device)
+    def network_q_table() -> torch.Tensor | None:
+        """(S, A) Q-values of the network on each one-hot state (None for other observations): what rlrun-eval
+        and q_table.csv show of an MLP."""
+        return None if table_states is None else torch.from_numpy(network_table(q_network, table_states, device))
 
-    def policy_state() -> dict:
-        table = current_table()
-        state = {"q_table": None if table is None else torch.from_numpy(table)}
-        if not tabular:
-            state["q_network"] = q_network.state_dict()
-        return state
-
-    def checkpoint_state() -> dict:
-        return {**policy_state(), "optimizer": None if tabular else optimizer.state_dict(),
-                "exploration_rng": rng.bit_generator.state, "next_log_step": next_log_step,
-                "td_abs_sum": float(td_abs_sum), "td_count": int(td_count), "obs": torch.from_numpy(np.asarray(obs)),
-                "envs": envs.get_state()}
-
-    obs = envs.reset(seed=cfg.seed)
-    global_step, next_log_step, td_abs_sum, td_count = 0, 0, 0.0, 0
-    if run.restored is not None:  # resume: continue exactly where the checkpoint left off
-        ckpt = run.restored
-        global_step, next_log_step = ckpt["global_step"], ckpt["next_log_step"]
-        td_abs_sum, td_count = ckpt["td_abs_sum"], ckpt["td_count"]
-        if tabular:
-            q_table = ckpt["q_table"].numpy().copy()
-        else:
-            load_weights(q_network, ckpt["q_network"], "q_network", cfg)
-            optimizer.load_state_dict(ckpt["optimizer"])
-        rng.bit_generator.state = ckpt["exploration_rng"]
-        restored = restore_episodes(envs, ckpt, cfg.env.id)
-        if restored is not None:
-            obs = restored
-        set_rng_state(ckpt["rng"])
+    # STATE: what a checkpoint holds; a resumed run loads it back here
+    envs.reset(seed=cfg.seed)
+    counters = Counters(next_log_step=0, td_abs_sum=0.0, td_count=0)
+    state = {"q_table": q_table} if tabular else {"q_table": network_q_table, "q_network": q_network}
+    run.track(**state, optimizer=optimizer, exploration_rng=rng, counters=counters, envs=envs)
+    global_step, obs = run.start_step, envs.obs
 
     while global_step < run.total:
         t = global_step  # agent steps before this iteration: the schedule's clock
@@ -273,31 +244,28 @@ def train(cfg: DictConfig, run: Run) -> float:
                 bootstrap = 0.0 if step.terminated[i] else gamma * q_table[s_next].max()
                 delta = float(step.reward[i] + bootstrap - q_table[s, a])
                 q_table[s, a] += alpha * delta
-                td_abs_sum += abs(delta)
+                counters.td_abs_sum += abs(delta)
         else:
             td = update(*(torch.as_tensor(x, device=device) for x in (
                 obs, actions, step.reward, step.final_obs, step.terminated.astype(np.float32))))
-            td_abs_sum += float(td.abs().sum())
-        td_count += num_envs
+            counters.td_abs_sum += float(td.abs().sum())
+        counters.td_count += num_envs
         obs = step.obs
 
-        if global_step >= next_log_step:
-            next_log_step = global_step + log_interval
-            run.log(global_step, {"losses/td_error": td_abs_sum / td_count, "charts/epsilon": epsilon})
-            td_abs_sum, td_count = 0.0, 0
-        run.progress(global_step)
-        run.maybe_checkpoint(global_step, checkpoint_state)
-        run.maybe_evaluate(global_step, policy_state)
-        if run.should_stop:
+        if global_step >= counters.next_log_step:
+            counters.next_log_step = global_step + log_interval
+            run.log(global_step, {"losses/td_error": counters.td_abs_sum / counters.td_count, "charts/epsilon": epsilon})
+            counters.td_abs_sum, counters.td_count = 0.0, 0
+        if run.end_iteration(global_step):
             break
 
-    table = current_table()
+    table = q_table if tabular else network_q_table()
     if table is not None:
-        write_tables(run, table, names)
+        write_tables(run, np.asarray(table), names)
     else:
         print(f"rlrun: no q_table.csv: {cfg.env.id}'s observations are not one-hot states, so the network's "
               "Q-values cannot be listed per state", flush=True)
-    run.final_checkpoint(global_step, checkpoint_state)
+    run.finish(global_step)
     envs.close()
     return run.mean_return()
 
@@ -344,3 +312,6 @@ def make_policy(cfg: DictConfig, state: dict, envs, device: torch.device, epsilo
         return np.where(explore, rng.integers(0, n_actions, size=len(obs)), greedy(values(obs)))
 
     return act
+
+
+register(AlgoSpec("q_learning", validate, train, make_policy, eval_policy="epsilon-greedy", eval_uses_epsilon=True))

@@ -10,7 +10,7 @@ every held-out segment is compared with another held-out one for the held-out ac
 do not count against ``num_labels``). With a labels file the labelled pairs themselves are split.
 
 An ensemble of ``ensemble_size`` reward networks r(s, a) is fit by the Bradley-Terry cross-entropy of
-segment sums (:class:`rlrun.learned_reward.PreferenceFitter`). Every ``eval_interval`` epochs it logs
+segment sums (:class:`rlrun.rlhf.fitting.PreferenceFitter`). Every ``eval_interval`` epochs it logs
 losses/preference_loss, charts/train_accuracy, charts/holdout_accuracy, charts/holdout_loss,
 charts/margin and, where true rewards exist, charts/pearson and charts/spearman between predicted and
 true returns of the held-out segments. The run directory gets ``segments.npz`` and ``labels.jsonl``
@@ -18,7 +18,7 @@ true returns of the held-out segments. The run directory gets ``segments.npz`` a
 which later runs optimize with ``reward=learned reward.path=<run dir>/reward_model.pt``.
 
 ``algo.data=text`` trains a transformers sequence-classification model on prompt/chosen/rejected pairs
-(:mod:`rlrun.text_reward`).
+(:mod:`rlrun.rlhf.text_reward`).
 
 ``global_step`` counts gradient steps; ``total_timesteps`` is not used.
 """
@@ -31,15 +31,19 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rlrun.config import ConfigError, check_choice, check_int, check_number, fail, get
-from rlrun.envs import check_array_observations, env_spaces, make_vec_env
-from rlrun.learned_reward import (PreferenceFitter, RewardEnsemble, action_features_size, evaluate_pairs,
-                                  fitter_from_config, save_reward_model, validate_model_keys)
-from rlrun.preferences import (Segments, SyntheticLabeler, correlations, cut_segments, load_labels, load_segments,
-                               write_labels)
-from rlrun.run import Run, load_checkpoint, resolve_device, set_rng_state
+from rlrun.core import registry
+from rlrun.core.checkpoint import load_checkpoint
+from rlrun.core.config import ConfigError, check_choice, check_int, check_number, fail, get
+from rlrun.core.registry import AlgoSpec, register
+from rlrun.core.run import Run, resolve_device
+from rlrun.core.state import Counters
+from rlrun.envs.factory import check_array_observations, env_spaces, make_vec_env
+from rlrun.rlhf.fitting import PreferenceFitter, evaluate_pairs, fitter_from_config, validate_model_keys
+from rlrun.rlhf.preference_data import Segments, cut_segments, load_labels, load_segments, write_labels
+from rlrun.rlhf.preferences import SyntheticLabeler, correlations
+from rlrun.rlhf.reward_models import RewardEnsemble, action_features_size, save_reward_model
+from rlrun.rlhf.text_reward import train_text, validate_text
 
-METRIC = "held-out accuracy"  # what train returns
 SEED_OFFSET_COLLECT = 0       # env seed offset of segment collection (envs get seed + this)
 
 
@@ -52,8 +56,6 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, a + "holdout_fraction", low=0, high=1, low_open=True, high_open=True)
     check_int(cfg, a + "eval_interval", low=1)
     if data == "text":
-        from rlrun.text_reward import validate_text
-
         validate_text(cfg)
         return
     check_array_observations(cfg)
@@ -100,21 +102,20 @@ def collect_segments(cfg: DictConfig, num_segments: int, length: int) -> Segment
     Raises:
         ConfigError: if the checkpoint cannot be loaded or does not fit the env.
     """
-    envs = make_vec_env(cfg, 1, learned_reward=False)
+    envs = make_vec_env(cfg, 1)
     space = envs.single_action_space
     space.seed(int(cfg.seed))
     if cfg.algo.policy == "random":
         def act(obs):
             return np.array([space.sample()])
     else:
-        from rlrun.evaluate import make_act
-
         try:
             state = load_checkpoint(cfg.algo.policy)
         except Exception as exc:  # unreadable or foreign file
             raise ConfigError(f"algo.policy={cfg.algo.policy!r} cannot be loaded: {exc}") from None
         policy_cfg = OmegaConf.create(state["config"])
-        act = make_act(policy_cfg, state, envs, resolve_device(cfg.device), float(cfg.eval.epsilon), int(cfg.seed))
+        act = registry.make_policy(policy_cfg, state, envs, resolve_device(cfg.device), float(cfg.eval.epsilon),
+                                   int(cfg.seed))
     steps = num_segments * length
     obs_shape = envs.single_observation_space.shape
     obs = np.zeros((steps, 1, *obs_shape), envs.single_observation_space.dtype)
@@ -174,16 +175,12 @@ def prepare_data(cfg: DictConfig, run: Run) -> tuple[Segments, np.ndarray, np.nd
 def train(cfg: DictConfig, run: Run) -> float:
     """Fit the reward model; returns the held-out accuracy at the end."""
     if cfg.algo.data == "text":
-        from rlrun.text_reward import train_text
-
         return train_text(cfg, run)
     args = cfg.algo
-    if run.restored is not None:  # the data were saved by the interrupted run
+    if run.resumed:  # the data were saved by the interrupted run
         segments = load_segments(run.dir / "segments.npz")
-        split = run.restored["split"]
-        train_pairs, train_labels, holdout_pairs, holdout_labels = (split[k].numpy() for k in
-                                                                    ("train_pairs", "train_labels",
-                                                                     "holdout_pairs", "holdout_labels"))
+        train_pairs, train_labels, holdout_pairs, holdout_labels = (
+            run.restored["split"][k].numpy() for k in ("train_pairs", "train_labels", "holdout_pairs", "holdout_labels"))
     else:
         segments, train_pairs, train_labels, holdout_pairs, holdout_labels = prepare_data(cfg, run)
         segments.save(run.dir / "segments.npz")
@@ -201,37 +198,31 @@ def train(cfg: DictConfig, run: Run) -> float:
     fitter.add(segments.obs[train_rows], segments.actions[train_rows], renumber[train_pairs], train_labels,
                None if next_obs is None else next_obs[train_rows])
     holdout_segments = np.setdiff1d(np.unique(holdout_pairs), train_rows) if segments.rewards is not None else []
-
     steps_per_epoch = -(-len(train_pairs) // int(args.batch_size))
     run.set_total(int(args.epochs) * steps_per_epoch)
-    epoch, stats = 0, {}
-    if run.restored is not None:
-        epoch = int(run.restored["epoch"])
-        fitter.load_state_dict(run.restored["fitter"])
-        set_rng_state(run.restored["rng"])
 
-    def checkpoint_state() -> dict:
-        return {"epoch": epoch, "fitter": fitter.state_dict(),
-                "split": {"train_pairs": torch.from_numpy(train_pairs), "train_labels": torch.from_numpy(train_labels),
-                          "holdout_pairs": torch.from_numpy(holdout_pairs),
-                          "holdout_labels": torch.from_numpy(holdout_labels)}}
+    def stats_now() -> dict[str, float]:
+        return evaluate(ensemble, segments, fitter, train_labels, holdout_pairs, holdout_labels, holdout_segments,
+                        float(args.random_answer_prob))
 
-    while epoch < int(args.epochs):
+    # STATE: what a checkpoint holds (the split is saved, and read back above); a resumed run loads it back here
+    counters = Counters(epoch=0)
+    split = {"train_pairs": torch.from_numpy(train_pairs), "train_labels": torch.from_numpy(train_labels),
+             "holdout_pairs": torch.from_numpy(holdout_pairs), "holdout_labels": torch.from_numpy(holdout_labels)}
+    run.track(counters=counters, fitter=fitter, split=lambda: split)
+    stats: dict[str, float] = {}
+    while counters.epoch < int(args.epochs):
         loss = fitter.fit(1)
-        epoch += 1
-        global_step = epoch * steps_per_epoch
-        if epoch % int(args.eval_interval) == 0 or epoch == int(args.epochs):
-            stats = evaluate(ensemble, segments, fitter, train_labels, holdout_pairs, holdout_labels,
-                             holdout_segments, float(args.random_answer_prob))
+        counters.epoch += 1
+        global_step = counters.epoch * steps_per_epoch
+        if counters.epoch % int(args.eval_interval) == 0 or counters.epoch == int(args.epochs):
+            stats = stats_now()
             run.log(global_step, {"losses/preference_loss": loss, **{f"charts/{k}": v for k, v in stats.items()}})
-        run.progress(global_step)
-        run.maybe_checkpoint(global_step, checkpoint_state)
-        if run.should_stop:
+        if run.end_iteration(global_step):
             break
-    run.final_checkpoint(epoch * steps_per_epoch, checkpoint_state)
+    run.finish(counters.epoch * steps_per_epoch)
     if not run.should_stop:
-        stats = stats or evaluate(ensemble, segments, fitter, train_labels, holdout_pairs, holdout_labels,
-                                  holdout_segments, float(args.random_answer_prob))
+        stats = stats or stats_now()
         save_reward_model(ensemble, run.dir / "reward_model.pt", segments.env_id,
                           extra={"num_labels": len(train_pairs), "metrics": {k: float(v) for k, v in stats.items()}})
         print(f"rlrun: reward model: held-out accuracy {stats['holdout_accuracy']:.3f}, "
@@ -263,3 +254,5 @@ def evaluate(ensemble: RewardEnsemble, segments: Segments, fitter: PreferenceFit
                                                            segments.true_returns()[holdout_segments])
     return stats
 
+
+register(AlgoSpec("reward_model", validate, train, metric="held-out accuracy"))  # no policy: nothing to play

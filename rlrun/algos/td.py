@@ -59,7 +59,6 @@ maximizes), not a return: the policy is fixed.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
@@ -68,23 +67,23 @@ from gymnasium import spaces
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from rlrun.config import (check_choice, check_int, check_int_list, check_number, check_that, fail, get)
-from rlrun.envs import (check_gamma, lecture, make_single_env, make_vec_env, probe_env, restore_episodes,
-                         tabular_model)
-from rlrun.nets import MLP, load_weights, make_adam
-from rlrun.run import Run, resolve_device, set_rng_state
+from rlrun.core.config import check_choice, check_int, check_int_list, check_number, check_that, fail, get
+from rlrun.core.registry import AlgoSpec, register
+from rlrun.core.run import Run, resolve_device
+from rlrun.core.state import Counters
+from rlrun.data.episodes import EpisodeBatch, EpisodeCollector, lambda_returns
+from rlrun.envs import lecture
+from rlrun.envs.factory import check_gamma, make_single_env, make_vec_env, probe_env
+from rlrun.envs.reference import EvalSet, discrete_model, make_eval_set, sample_actions, states_never_ending
+from rlrun.nn.heads import ValueMLP
+from rlrun.nn.networks import ObsEncoder
+from rlrun.nn.optim import OPTIMIZERS, make_optimizer
 
-METRIC = "minus the mean squared error of the learned values against the reference"  # what train returns
-EVAL_POLICY = "the fixed policy pi (algo.policy_probs)"  # what rlrun-eval plays
 METHOD_LAMBDA = {"td1": 1.0, "td0": 0.0}  # the lambda of the named methods; td_lambda reads algo.td_lambda
 PROBS_TOLERANCE = 1e-6  # policy_probs must sum to 1 within this
-POLICY_STREAM, SHUFFLE_STREAM, REFERENCE_STREAM = 1, 2, 3  # independent random streams under cfg.seed
-HELD_OUT_SEED_OFFSET = 20_000  # held-out episodes are seeded from seed + this, apart from the training envs
+POLICY_STREAM, SHUFFLE_STREAM = 1, 2  # independent random streams under cfg.seed (the reference's is 3)
 
 
-# ----------------------------------------------------------------------------------------------
-# configuration
-# ----------------------------------------------------------------------------------------------
 def policy_probs(cfg: DictConfig, num_actions: int) -> np.ndarray:
     """The fixed policy pi as (num_actions,) float64 probabilities: ``algo.policy_probs``, or uniform if null.
 
@@ -106,62 +105,6 @@ def policy_probs(cfg: DictConfig, num_actions: int) -> np.ndarray:
     return probs / probs.sum()
 
 
-def discrete_model(cfg: DictConfig, observation_space: spaces.Space, unwrapped) -> lecture.TabularModel | None:
-    """The exact model of an env with discrete states, or None (the random walk, CartPole, ...).
-
-    Discrete states: a ``Discrete`` observation space with a model (the lecture MDPs, or a
-    gymnasium toy-text env with a ``P`` table), or a lecture MDP observed as one-hot vectors.
-    """
-    if isinstance(observation_space, spaces.Discrete) and (hasattr(unwrapped, "model") or hasattr(unwrapped, "P")):
-        return tabular_model(cfg)
-    if getattr(unwrapped, "one_hot", False) and hasattr(unwrapped, "model"):
-        return unwrapped.model()
-    return None
-
-
-def policy_evaluation(model: lecture.TabularModel, probs: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Exact V^pi and Q^pi of a finite MDP under a state-independent policy.
-
-    Solves (I - gamma P_pi) V = r_pi on the non-terminal states, with P_pi(s' | s) =
-    sum_a pi(a) P(s' | s, a), r_pi(s) = sum_a pi(a) R(s, a) and V = 0 on terminal states; then
-    Q(s, a) = R(s, a) + gamma sum_s' P(s' | s, a) V(s') (Sutton and Barto 2018, eqs. 4.4 and 3.13).
-
-    Args:
-        model: S states, A actions.
-        probs: (A,) float64 pi(a).
-        gamma: discount in [0, 1]; at 1 the policy must reach a terminal state from every state
-            (see :func:`states_never_ending`).
-
-    Returns:
-        V (S,) and Q (S, A), float64; zero on terminal states.
-    """
-    nonterminal = ~model.terminal
-    p_pi = np.einsum("a,sat->st", probs, model.transitions)
-    r_pi = model.rewards @ probs
-    values = np.zeros(len(nonterminal))
-    inner = np.eye(int(nonterminal.sum())) - gamma * p_pi[np.ix_(nonterminal, nonterminal)]
-    values[nonterminal] = np.linalg.solve(inner, r_pi[nonterminal])
-    q_values = model.rewards + gamma * model.transitions @ values
-    q_values[model.terminal] = 0.0
-    return values, q_values
-
-
-def states_never_ending(model: lecture.TabularModel, probs: np.ndarray) -> np.ndarray:
-    """Indices of the non-terminal states from which the policy never reaches a terminal state.
-
-    Such states have unbounded returns at gamma = 1. A finite Markov chain from which a terminal
-    state is reachable with positive probability reaches one with probability 1.
-    """
-    p_pi = np.einsum("a,sat->st", probs, model.transitions)
-    reaches = model.terminal.copy()
-    for _ in range(len(reaches)):
-        grown = reaches | (p_pi[:, reaches].sum(axis=1) > 0)
-        if (grown == reaches).all():
-            break
-        reaches = grown
-    return np.flatnonzero(~reaches)
-
-
 def validate(cfg: DictConfig) -> None:
     """Check the td keys and that the env fits (discrete actions, vector or discrete states); raises ConfigError."""
     a = "algo."
@@ -178,7 +121,7 @@ def validate(cfg: DictConfig) -> None:
         fail("algo.loss_reduction", reduction, "sum when algo.batch_size is null (a mean over whole trajectories "
              "weights each step by 1 / the batch's length, which depends on how its trajectories ended and biases "
              "the values), or set algo.batch_size")
-    check_choice(cfg, a + "optimizer", ["adam", "sgd"])
+    check_choice(cfg, a + "optimizer", OPTIMIZERS)
     check_number(cfg, a + "learning_rate", low=0, low_open=True)
     check_number(cfg, a + "adam_eps", low=0, low_open=True)
     check_number(cfg, a + "max_grad_norm", low=0, low_open=True, optional=True)
@@ -222,127 +165,7 @@ def validate(cfg: DictConfig) -> None:
                  f"{cfg.env.id} never terminate from state(s) {stuck.tolist()}, so V^pi is unbounded at gamma 1")
 
 
-# ----------------------------------------------------------------------------------------------
-# trajectories and targets
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class Trajectory:
-    """One episode of the policy. T steps, D = observation features (one-hot for discrete states).
-
-    Attributes:
-        obs: (T, D) float32 s_1..s_T.
-        actions: (T,) int64 a_1..a_T.
-        rewards: (T,) float64 r_1..r_T.
-        final_obs: (D,) float32 the observation after the last action.
-        terminated: True if the episode terminated (no bootstrap), False if a time limit cut it.
-    """
-
-    obs: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    final_obs: np.ndarray
-    terminated: bool
-
-    def state(self) -> dict:
-        """As tensors and plain values (checkpoint-safe)."""
-        return {"obs": torch.from_numpy(self.obs), "actions": torch.from_numpy(self.actions),
-                "rewards": torch.from_numpy(self.rewards), "final_obs": torch.from_numpy(self.final_obs),
-                "terminated": bool(self.terminated)}
-
-    @classmethod
-    def from_state(cls, state: dict) -> Trajectory:
-        return cls(state["obs"].numpy().copy(), state["actions"].numpy().copy(), state["rewards"].numpy().copy(),
-                   state["final_obs"].numpy().copy(), bool(state["terminated"]))
-
-
-@dataclass
-class Batch:
-    """Trajectories laid end to end; n = total steps.
-
-    Attributes:
-        obs, next_obs: (n, D) float32 s_t and s_{t+1} (the final observation at a trajectory's end).
-        actions: (n,) int64 a_t; next_actions: (n,) int64 a_{t+1}, -1 at a trajectory's end.
-        rewards: (n,) float64.
-        end: (n,) bool, the last step of a trajectory; terminated: (n,) bool, a last step that terminated.
-    """
-
-    obs: np.ndarray
-    next_obs: np.ndarray
-    actions: np.ndarray
-    next_actions: np.ndarray
-    rewards: np.ndarray
-    end: np.ndarray
-    terminated: np.ndarray
-
-    @classmethod
-    def from_trajectories(cls, trajectories: list[Trajectory]) -> Batch:
-        lengths = [len(t.actions) for t in trajectories]
-        ends = np.cumsum(lengths) - 1
-        end = np.zeros(sum(lengths), dtype=bool)
-        end[ends] = True
-        terminated = np.zeros_like(end)
-        terminated[ends] = [t.terminated for t in trajectories]
-        return cls(obs=np.concatenate([t.obs for t in trajectories]),
-                   next_obs=np.concatenate([np.concatenate([t.obs[1:], t.final_obs[None]]) for t in trajectories]),
-                   actions=np.concatenate([t.actions for t in trajectories]),
-                   next_actions=np.concatenate([np.append(t.actions[1:], -1) for t in trajectories]),
-                   rewards=np.concatenate([t.rewards for t in trajectories]), end=end, terminated=terminated)
-
-
-def lambda_returns(rewards: np.ndarray, next_values: np.ndarray, terminated: np.ndarray, end: np.ndarray,
-                   gamma: float, td_lambda: float) -> np.ndarray:
-    """Lambda-returns of trajectories laid end to end (Sutton and Barto 2018, eq. 12.18 in recursive form).
-
-    Backwards within each trajectory:
-
-        G_t = r_t + gamma * (1 - terminated_t) * [(1 - l_t) * next_values_t + l_t * G_{t+1}],
-
-    where l_t = ``td_lambda`` inside a trajectory and 0 at its last step (a truncated end
-    bootstraps from ``next_values``, a terminated one from nothing). ``td_lambda`` = 1 gives the
-    discounted return-to-go (plus gamma^k times the bootstrap of a truncated end), 0 the one-step
-    target r_t + gamma * next_values_t.
-
-    Args:
-        rewards: (n,) float64 r_t.
-        next_values: (n,) float64 value of the successor s_{t+1} (V(s_{t+1}), or Q(s_{t+1}, a_{t+1})).
-        terminated: (n,) bool, step t entered a terminal state.
-        end: (n,) bool, step t is the last of its trajectory.
-        gamma: discount in [0, 1]; td_lambda: in [0, 1].
-
-    Returns:
-        (n,) float64 targets.
-    """
-    n = len(rewards)
-    if td_lambda == 0.0:
-        return rewards + gamma * np.where(terminated, 0.0, next_values)
-    out = np.empty(n)
-    r, v, term, last = rewards.tolist(), next_values.tolist(), terminated.tolist(), end.tolist()
-    following = 0.0
-    for t in range(n - 1, -1, -1):
-        if term[t]:
-            g = r[t]
-        elif last[t]:
-            g = r[t] + gamma * v[t]
-        else:
-            g = r[t] + gamma * ((1.0 - td_lambda) * v[t] + td_lambda * following)
-        out[t] = following = g
-    return out
-
-
-class ValueNet(nn.Module):
-    """V_phi (``target=v``: (B, D) -> (B,)) or Q_phi (``target=q``: (B, D) -> (B, A)), an MLP on float32 features."""
-
-    def __init__(self, in_features: int, num_actions: int, target: str, hidden_sizes: list[int], activation: str):
-        super().__init__()
-        self.q = target == "q"
-        self.mlp = MLP(in_features, num_actions if self.q else 1, hidden_sizes, activation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.mlp(x)
-        return out if self.q else out.squeeze(-1)
-
-
-def successor_values(network: nn.Module, batch: Batch, probs: torch.Tensor, device: torch.device) -> np.ndarray:
+def successor_values(network: nn.Module, batch: EpisodeBatch, probs: torch.Tensor, device: torch.device) -> np.ndarray:
     """(n,) float64 values of each step's successor under ``network`` (the target network), without gradients.
 
     V: V(s_{t+1}). Q (SARSA): Q(s_{t+1}, a_{t+1}) inside a trajectory, sum_a pi(a) Q(s_T, a) at its end.
@@ -352,131 +175,48 @@ def successor_values(network: nn.Module, batch: Batch, probs: torch.Tensor, devi
         if out.ndim == 2:
             expected = out @ probs
             taken = out.gather(1, torch.as_tensor(np.maximum(batch.next_actions, 0), device=device)[:, None]).squeeze(1)
-            out = torch.where(torch.as_tensor(batch.end, device=device), expected, taken)
+            out = torch.where(torch.as_tensor(batch.ends, device=device), expected, taken)
     return out.double().cpu().numpy()
 
 
-# ----------------------------------------------------------------------------------------------
-# evaluation states and reference values
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class EvalSet:
-    """States on which the learned function is compared with reference values. G states, D features, A actions.
-
-    Attributes:
-        kind: ``grid`` (random walk, vectorized Monte Carlo), ``exact`` (policy evaluation of a model) or
-            ``held_out`` (states visited by pi, Monte Carlo from copies of the env).
-        columns: names of the state columns of values.csv.
-        rows: (G, len(columns)) the state columns' values.
-        inputs: (G, D) float32 network inputs.
-        reference: (G,) float64 V^pi, or (G, A) Q^pi.
-    """
-
-    kind: str
-    columns: list[str]
-    rows: np.ndarray
-    inputs: np.ndarray
-    reference: np.ndarray
-
-
-class Encoder:
-    """Observations to network features: a ``Discrete(S)`` index to an (S,) one-hot float32 vector,
-    anything else to float32. ``__call__``: (N,) or (N, D) -> (N, D) float32."""
-
-    def __init__(self, observation_space: spaces.Space):
-        self.one_hot = isinstance(observation_space, spaces.Discrete)
-        self.features = int(observation_space.n) if self.one_hot else int(observation_space.shape[0])
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        if self.one_hot:
-            return np.eye(self.features, dtype=np.float32)[np.asarray(obs, dtype=np.int64)]
-        return np.asarray(obs, dtype=np.float32).reshape(len(obs), self.features)
-
-
-def make_eval_set(cfg: DictConfig, args: SimpleNamespace, probs: np.ndarray, encoder: Encoder) -> EvalSet:
-    """The evaluation states of ``cfg.env`` and their reference values (see the module docstring).
-
-    Deterministic given ``cfg.seed``, so a resumed run rebuilds the same set.
-    """
-    env = make_single_env(cfg)
-    unwrapped, observation_space = env.unwrapped, env.observation_space
-    num_actions = int(env.action_space.n)
-    gamma, q = float(args.gamma), args.target == "q"
-    rng = np.random.default_rng([int(cfg.seed), REFERENCE_STREAM])
-    try:
-        if isinstance(unwrapped, lecture.NoisyRandomWalk):
-            xs = np.linspace(args.grid["low"], args.grid["high"], int(args.grid["points"]))
-            if q:
-                reference = np.stack([unwrapped.monte_carlo_values(xs, probs, gamma, args.reference_episodes, rng,
-                                                                   first_action=a) for a in range(num_actions)], 1)
-            else:
-                reference = unwrapped.monte_carlo_values(xs, probs, gamma, args.reference_episodes, rng)
-            return EvalSet("grid", ["x"], xs[:, None], xs[:, None].astype(np.float32), reference)
-        model = discrete_model(cfg, observation_space, unwrapped)
-        if model is not None:
-            states = np.flatnonzero(~model.terminal)
-            values, q_values = policy_evaluation(model, probs, gamma)
-            inputs = np.eye(encoder.features, dtype=np.float32)[states]
-            return EvalSet("exact", ["state"], states[:, None], inputs, q_values[states] if q else values[states])
-        return held_out_set(env, probs, gamma, q, encoder, int(args.grid["points"]), int(args.held_out_rollouts),
-                            int(cfg.seed) + HELD_OUT_SEED_OFFSET, rng)
-    finally:
-        env.close()
-
-
-def held_out_set(env, probs: np.ndarray, gamma: float, q: bool, encoder: Encoder, points: int, rollouts: int,
-                 seed: int, rng: np.random.Generator) -> EvalSet:
-    """States visited by pi, with Monte-Carlo reference values from copies of the env (any env that
-    ``copy.deepcopy`` copies: gymnasium's classic control and toy text).
-
-    Plays ``points`` episodes of pi (episode i from ``env.reset(seed=seed + i)``), draws one step t
-    of each uniformly, replays the episode with the same seed and actions up to s_t, and averages
-    the discounted returns of ``rollouts`` rollouts of pi from deep copies of the env there (each
-    copy's random generator reseeded; for Q, per first action). A rollout ends where the episode
-    would: at termination or the env's time limit, whose remaining steps the copy inherits.
-
-    Returns:
-        An EvalSet of kind ``held_out``: G = ``points`` states, reference (G,) or (G, A) float64.
-    """
-    cumulative = np.cumsum(probs)
-
-    def draw() -> int:
-        return int(sample_actions(cumulative, rng, 1)[0])
-
-    def rollout(start, first_action: int | None) -> float:
-        sim = copy.deepcopy(start)
-        sim.unwrapped.np_random = np.random.default_rng(int(rng.integers(2 ** 63)))
-        ret, discount = 0.0, 1.0
-        action = draw() if first_action is None else first_action
-        while True:
-            _, reward, terminated, truncated, _ = sim.step(action)
-            ret += discount * float(reward)
-            discount *= gamma
-            if terminated or truncated:
-                return ret
-            action = draw()
-
-    inputs, references = [], []
-    for i in range(points):
-        env.reset(seed=seed + i)
-        actions = []
-        while True:
-            actions.append(draw())
-            _, _, terminated, truncated, _ = env.step(actions[-1])
-            if terminated or truncated:
-                break
-        t = int(rng.integers(len(actions)))
-        obs, _ = env.reset(seed=seed + i)  # replay to s_t: the same seed and actions give the same states
-        for action in actions[:t]:
-            obs, *_ = env.step(action)
-        inputs.append(encoder(np.asarray([obs]))[0])
-        firsts = range(len(probs)) if q else [None]
-        references.append([np.mean([rollout(env, a) for _ in range(rollouts)]) for a in firsts])
-    inputs_arr = np.stack(inputs)
-    reference = np.asarray(references)
-    columns = ["state"] if encoder.one_hot else [f"obs_{j}" for j in range(encoder.features)]
-    rows = inputs_arr.argmax(1)[:, None] if encoder.one_hot else inputs_arr.astype(np.float64)
-    return EvalSet("held_out", columns, rows, inputs_arr, reference if q else reference[:, 0])
+def fit_batch(network: nn.Module, target_network: nn.Module, optimizer: torch.optim.Optimizer, batch: EpisodeBatch,
+              args: SimpleNamespace, td_lambda: float, probs: torch.Tensor, rng: np.random.Generator,
+              counters: Counters, device: torch.device) -> list[float]:
+    """``update_epochs`` passes of gradient steps (minibatches of ``batch_size`` samples, or the whole batch)
+    on the lambda-returns of ``batch`` from the target network, refreshed every ``target_network_frequency``
+    steps (``counters.updates`` counts them); returns the losses."""
+    n, losses, gamma = len(batch.rewards), [], float(args.gamma)
+    ends = batch.ends
+    terminated = batch.terminated & ends  # only a trajectory's last step stops the sum
+    bootstraps = td_lambda < 1.0 or bool((ends & ~terminated).any())
+    obs_t, actions_t = torch.as_tensor(batch.obs, device=device), torch.as_tensor(batch.actions, device=device)
+    targets_t, stale = None, True
+    minibatch = n if args.batch_size is None else min(int(args.batch_size), n)
+    for _ in range(args.update_epochs):
+        order = np.arange(n) if minibatch == n else rng.permutation(n)
+        for start in range(0, n, minibatch):
+            if stale:  # targets from the current target network phi_i
+                next_values = successor_values(target_network, batch, probs, device) if bootstraps else np.zeros(n)
+                targets = lambda_returns(batch.rewards, next_values, terminated, ends, gamma, td_lambda)
+                targets_t, stale = torch.as_tensor(targets, dtype=torch.float32, device=device), False
+            mb = torch.as_tensor(order[start:start + minibatch], device=device)
+            predicted = network(obs_t[mb])
+            if args.target == "q":
+                predicted = predicted.gather(1, actions_t[mb, None]).squeeze(1)
+            squared = (predicted - targets_t[mb]) ** 2
+            loss = squared.sum() if args.loss_reduction == "sum" else squared.sum() / args.batch_size
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if args.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(network.parameters(), args.max_grad_norm)
+            optimizer.step()
+            losses.append(loss.item())
+            counters.updates += 1
+            if counters.updates % args.target_network_frequency == 0:
+                if target_network is not network:
+                    target_network.load_state_dict(network.state_dict())
+                stale = bootstraps
+    return losses
 
 
 def evaluate_values(network: nn.Module, eval_set: EvalSet, device: torch.device) -> tuple[float, list[str], list[list]]:
@@ -495,14 +235,6 @@ def evaluate_values(network: nn.Module, eval_set: EvalSet, device: torch.device)
     rows = [[*(state_kind(s) for s in state), *values]
             for state, values in zip(eval_set.rows.tolist(), np.column_stack([learned, ref]).tolist())]
     return mse, eval_set.columns + header, rows
-
-
-# ----------------------------------------------------------------------------------------------
-# the fixed policy
-# ----------------------------------------------------------------------------------------------
-def sample_actions(cumulative: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
-    """(n,) int64 actions drawn from the policy with cumulative probabilities ``cumulative`` (A,)."""
-    return np.minimum(np.searchsorted(cumulative, rng.random(n), side="right"), len(cumulative) - 1)
 
 
 def make_policy(cfg: DictConfig, state: dict, envs, device: torch.device, epsilon: float, seed: int):
@@ -524,156 +256,81 @@ def make_policy(cfg: DictConfig, state: dict, envs, device: torch.device, epsilo
     return act
 
 
-# ----------------------------------------------------------------------------------------------
-# training
-# ----------------------------------------------------------------------------------------------
 def train(cfg: DictConfig, run: Run) -> float:
     """Learn V^pi or Q^pi of the fixed policy on ``cfg.env``; returns minus the final value MSE."""
     args = SimpleNamespace(**OmegaConf.to_container(cfg.algo, resolve=True))
     device = resolve_device(cfg.device)
     num_envs = int(args.num_envs)
     envs = make_vec_env(cfg, num_envs)
-    encoder = Encoder(envs.single_observation_space)
+    encoder = ObsEncoder(envs.single_observation_space)
     num_actions = int(envs.single_action_space.n)
     probs = policy_probs(cfg, num_actions)
     cumulative, probs_t = np.cumsum(probs), torch.as_tensor(probs, dtype=torch.float32, device=device)
     td_lambda = float(args.td_lambda) if args.method == "td_lambda" else METHOD_LAMBDA[args.method]
-    gamma = float(args.gamma)
-    eval_set = make_eval_set(cfg, args, probs, encoder)
+    eval_set = make_eval_set(cfg, probs, float(args.gamma), args.target == "q", encoder,
+                             (args.grid["low"], args.grid["high"], args.grid["points"]), args.reference_episodes,
+                             args.held_out_rollouts)
     policy_rng = np.random.default_rng([int(cfg.seed), POLICY_STREAM])  # the actions of pi
     shuffle_rng = np.random.default_rng([int(cfg.seed), SHUFFLE_STREAM])  # minibatch order
 
-    network = ValueNet(encoder.features, num_actions, args.target, list(args.hidden_sizes), args.activation).to(device)
+    network = ValueMLP(encoder.features, num_actions, args.target == "q", list(args.hidden_sizes),
+                       args.activation).to(device)
     if args.target_network_frequency == 1:  # plain TD(0): the target is the current network, no copy needed
         target_network = network
     else:  # phi_i of the lecture's fixed point iteration, refreshed every target_network_frequency steps
         target_network = copy.deepcopy(network)
         target_network.requires_grad_(False)
-    if args.optimizer == "adam":
-        optimizer = make_adam(network, args.learning_rate, args.adam_eps)
-    else:
-        optimizer = torch.optim.SGD(network.parameters(), lr=args.learning_rate)
+    optimizer = make_optimizer(args.optimizer, network.parameters(), args.learning_rate, args.adam_eps)
     log_interval = int(cfg.logging.log_interval)
 
-    def new_partial() -> dict:
-        return {"obs": [], "actions": [], "rewards": []}
+    # STATE: what a checkpoint holds; a resumed run loads it back here
+    envs.reset(seed=cfg.seed)
+    collector = EpisodeCollector(num_envs, encoder.features)  # the running and the ended, untrained trajectories
+    counters = Counters(updates=0, next_log_step=0, last_eval_step=0, mse=float("nan"))
+    run.track(network=network, target_network=target_network, optimizer=optimizer, policy_rng=policy_rng,
+              shuffle_rng=shuffle_rng, counters=counters, collector=collector, envs=envs)
+    global_step, obs = run.start_step, envs.obs
+    if run.resumed and not envs.episodes_restored:  # the simulator could not be saved: drop the cut episodes
+        collector.drop_partial()
 
-    def partial_state(p: dict) -> dict:
-        obs = np.asarray(p["obs"], dtype=np.float32).reshape(len(p["obs"]), encoder.features)
-        return {"obs": torch.from_numpy(obs), "actions": torch.tensor(p["actions"], dtype=torch.int64),
-                "rewards": torch.tensor(p["rewards"], dtype=torch.float64)}
-
-    def checkpoint_state() -> dict:
-        return {"network": network.state_dict(), "target_network": target_network.state_dict(),
-                "optimizer": optimizer.state_dict(), "policy_rng": policy_rng.bit_generator.state,
-                "shuffle_rng": shuffle_rng.bit_generator.state, "updates": updates,
-                "next_log_step": next_log_step, "last_eval_step": last_eval_step, "mse": mse,
-                "batch": [t.state() for t in finished], "partial": [partial_state(p) for p in partial],
-                "obs": torch.from_numpy(np.ascontiguousarray(obs)), "envs": envs.get_state()}
-
-    obs = envs.reset(seed=cfg.seed)
-    partial = [new_partial() for _ in range(num_envs)]  # the running trajectory of each env
-    finished: list[Trajectory] = []  # ended trajectories not yet trained on
-    global_step, updates, next_log_step, last_eval_step, mse = 0, 0, 0, 0, float("nan")
-    if run.restored is not None:  # resume: continue exactly where the checkpoint left off
-        ckpt = run.restored
-        global_step, updates = ckpt["global_step"], ckpt["updates"]
-        next_log_step, last_eval_step, mse = ckpt["next_log_step"], ckpt["last_eval_step"], ckpt["mse"]
-        load_weights(network, ckpt["network"], "network", cfg)
-        load_weights(target_network, ckpt["target_network"], "target_network", cfg)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        policy_rng.bit_generator.state = ckpt["policy_rng"]
-        shuffle_rng.bit_generator.state = ckpt["shuffle_rng"]
-        finished = [Trajectory.from_state(t) for t in ckpt["batch"]]
-        partial = [{"obs": list(p["obs"].numpy()), "actions": p["actions"].tolist(), "rewards": p["rewards"].tolist()}
-                   for p in ckpt["partial"]]
-        restored = restore_episodes(envs, ckpt, cfg.env.id)
-        if restored is not None:
-            obs = restored
-        else:  # the simulator could not be saved: its episodes restart, so drop their beginnings
-            partial = [new_partial() for _ in range(num_envs)]
-        set_rng_state(ckpt["rng"])
-
-    def evaluate() -> float:
-        value_mse, header, rows = evaluate_values(network, eval_set, device)
+    def evaluate() -> None:
+        counters.last_eval_step = global_step
+        counters.mse, header, rows = evaluate_values(network, eval_set, device)
         run.write_csv("values.csv", header, rows)
-        run.log(global_step, {"losses/value_mse": value_mse})
-        return value_mse
+        run.log(global_step, {"losses/value_mse": counters.mse})
 
     done = False
-    while True:
+    while not done:
         # ROLLOUT: one step of every env with the fixed policy pi
         actions = sample_actions(cumulative, policy_rng, num_envs)
         features = encoder(obs)
         step = envs.step(actions)
         global_step += num_envs
         run.log_episodes(global_step, step.episodes)
-        for i in range(num_envs):
-            p = partial[i]
-            p["obs"].append(features[i])
-            p["actions"].append(int(actions[i]))
-            p["rewards"].append(float(step.reward[i]))
-            if step.episode_end[i]:
-                finished.append(Trajectory(np.stack(p["obs"]), np.asarray(p["actions"], dtype=np.int64),
-                                           np.asarray(p["rewards"], dtype=np.float64),
-                                           encoder(step.final_obs[i:i + 1])[0], bool(step.terminated[i])))
-                partial[i] = new_partial()
+        collector.add(features, actions, step.reward, step.episode_end, step.terminated,
+                      lambda i: encoder(step.final_obs[i:i + 1])[0])
         obs = step.obs
 
-        losses = []  # of the gradient steps in this env step
-        while len(finished) >= args.trajectories_per_update and not done:  # several batches may end at once
-            # ALGO LOGIC: update_epochs passes of gradient steps on the lambda-returns of the batch
-            batch = Batch.from_trajectories(finished[:args.trajectories_per_update])
-            finished = finished[args.trajectories_per_update:]
-            n = len(batch.rewards)
-            bootstraps = td_lambda < 1.0 or bool((batch.end & ~batch.terminated).any())
-            obs_t = torch.as_tensor(batch.obs, device=device)
-            actions_t = torch.as_tensor(batch.actions, device=device)
-            targets_t, stale = None, True
-            minibatch = n if args.batch_size is None else min(int(args.batch_size), n)
-            for _ in range(args.update_epochs):
-                order = np.arange(n) if minibatch == n else shuffle_rng.permutation(n)
-                for start in range(0, n, minibatch):
-                    if stale:  # targets from the current target network phi_i
-                        next_values = (successor_values(target_network, batch, probs_t, device) if bootstraps
-                                       else np.zeros(n))
-                        targets = lambda_returns(batch.rewards, next_values, batch.terminated, batch.end, gamma,
-                                                 td_lambda)
-                        targets_t, stale = torch.as_tensor(targets, dtype=torch.float32, device=device), False
-                    mb = torch.as_tensor(order[start:start + minibatch], device=device)
-                    predicted = network(obs_t[mb])
-                    if args.target == "q":
-                        predicted = predicted.gather(1, actions_t[mb, None]).squeeze(1)
-                    squared = (predicted - targets_t[mb]) ** 2
-                    loss = squared.sum() if args.loss_reduction == "sum" else squared.sum() / args.batch_size
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if args.max_grad_norm is not None:
-                        nn.utils.clip_grad_norm_(network.parameters(), args.max_grad_norm)
-                    optimizer.step()
-                    losses.append(loss.item())
-                    updates += 1
-                    if updates % args.target_network_frequency == 0:
-                        if target_network is not network:
-                            target_network.load_state_dict(network.state_dict())
-                        stale = bootstraps
-            done = global_step >= run.total
+        # ALGO LOGIC: once trajectories_per_update have ended, fit their lambda-returns (several batches may end at once)
+        losses = []
+        while len(collector.finished) >= args.trajectories_per_update and not done:
+            batch = collector.take(args.trajectories_per_update)
+            losses += fit_batch(network, target_network, optimizer, batch, args, td_lambda, probs_t, shuffle_rng,
+                                counters, device)
+            done = global_step >= run.total  # the first update at or after total_timesteps ends the run
             if done or (args.eval_interval > 0
-                        and global_step // args.eval_interval > last_eval_step // args.eval_interval):
-                last_eval_step = global_step
-                mse = evaluate()
-        if losses and global_step >= next_log_step:
-            next_log_step = global_step + log_interval
-            run.log(global_step, {"losses/td_loss": float(np.mean(losses)), "charts/updates": updates})
-        if done:  # the first update at or after total_timesteps ends the run
+                        and global_step // args.eval_interval > counters.last_eval_step // args.eval_interval):
+                evaluate()
+        if losses and global_step >= counters.next_log_step:
+            counters.next_log_step = global_step + log_interval
+            run.log(global_step, {"losses/td_loss": float(np.mean(losses)), "charts/updates": counters.updates})
+        if not done and run.end_iteration(global_step):
             break
 
-        run.progress(global_step)
-        run.maybe_checkpoint(global_step, checkpoint_state)
-        run.maybe_evaluate(global_step, lambda: {})
-        if run.should_stop:
-            break
-
-    run.final_checkpoint(global_step, checkpoint_state)
+    run.finish(global_step)
     envs.close()
-    return -mse
+    return -counters.mse
+
+
+register(AlgoSpec("td", validate, train, make_policy, eval_policy="the fixed policy pi (algo.policy_probs)",
+                  metric="minus the mean squared error of the learned values against the reference"))

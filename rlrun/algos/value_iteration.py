@@ -8,14 +8,14 @@ best return of the state it leads to, the Bellman optimality equation
     Q*(s, a) = R(s, a) + gamma * sum_s' P(s' | s, a) * max_a' Q*(s', a'),
 
 with value 0 in terminal states. The model (P, R, terminal states, start) comes from
-``rlrun.envs.tabular_model``: the lecture MDPs describe themselves, gymnasium's toy-text envs
+``rlrun.envs.reference.tabular_model``: the lecture MDPs describe themselves, gymnasium's toy-text envs
 (FrozenLake, Taxi, CliffWalking) have a ``P`` table; any other env is refused before anything runs.
 
 Two problems, chosen by ``env.max_episode_steps``:
 
 * no step limit (null): repeat the backup above from Q = 0 until no entry changes by more than
   ``algo.tolerance`` in one sweep (or ``algo.max_iterations`` sweeps). gamma = 1 is refused where
-  a policy can keep an episode going forever (``rlrun.envs.check_gamma``).
+  a policy can keep an episode going forever (``rlrun.envs.factory.check_gamma``).
 * a step limit H (the lecture's three-minute rule is H = 3): the exact finite-horizon solution by
   backward induction over the steps left, Q_0 = 0 and Q_h = backup(Q_{h-1}) for h = 1..H: Q_h is
   the best return of taking a in s with h steps left, exactly the lecture's tree walked back up.
@@ -56,12 +56,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, open_dict
 
-from rlrun.config import check_bool, check_int, check_number, fail
-from rlrun.envs import check_gamma, probe_env, tabular_model
+from rlrun.core.config import check_bool, check_int, check_number, fail
+from rlrun.core.registry import AlgoSpec, register
+from rlrun.core.run import Run
+from rlrun.core.state import Counters
+from rlrun.envs.factory import check_gamma, probe_env
 from rlrun.envs.lecture import TabularModel
-from rlrun.run import Run, set_rng_state
-
-EVAL_POLICY = "the greedy policy (with algo.soft, samples of the soft-optimal one)"  # what rlrun-eval plays
+from rlrun.envs.reference import tabular_model
+from rlrun.envs.rollout import evaluate
 ACTION_NAMES = {  # unwrapped env class -> its action names, for CSV headers (others get a0, a1, ...)
     "RecyclingChain": ("left", "right"),
     "NoisyRandomWalk": ("left", "right"),
@@ -177,11 +179,33 @@ def eval_config(cfg: DictConfig, max_steps: int) -> DictConfig:
     return capped
 
 
+class Tables:
+    """What value iteration has computed, as its checkpoints (and rlrun-eval) hold it: ``q_table`` (S, A) the
+    current Q, and with a step limit ``q_by_steps_left`` (K, S, A) Q_h for h = 1..K steps left (None before
+    the first sweep), with the ``horizon`` H (None without a limit) and whether the backups are ``soft``."""
+
+    flat_state = True
+
+    def __init__(self, q: np.ndarray, horizon: int | None, soft: bool):
+        self.q, self.horizon, self.soft = q, horizon, soft
+        self.by_steps_left: list[np.ndarray] = []  # with a step limit: Q_1, Q_2, ... (index h-1 = h steps left)
+
+    def state_dict(self) -> dict:
+        """The checkpoint entries q_table, q_by_steps_left, horizon and soft."""
+        stack = torch.from_numpy(np.stack(self.by_steps_left)) if self.by_steps_left else None
+        return {"q_table": torch.from_numpy(self.q.copy()), "q_by_steps_left": stack, "horizon": self.horizon,
+                "soft": self.soft}
+
+    def load_state_dict(self, checkpoint: dict) -> None:
+        """Restore the tables from a checkpoint."""
+        self.q = checkpoint["q_table"].numpy().copy()
+        stack = checkpoint["q_by_steps_left"]
+        self.by_steps_left = [] if stack is None else list(stack.numpy().copy())
+
+
 def train(cfg: DictConfig, run: Run) -> float:
     """Solve ``cfg.env``'s MDP by value iteration, write the tables, play the greedy policy; returns
     the mean raw return of its ``eval.episodes`` episodes."""
-    from rlrun.evaluate import evaluate  # evaluate imports the algorithm registry
-
     gamma, tolerance = float(cfg.algo.gamma), float(cfg.algo.tolerance)
     max_iterations, soft = int(cfg.algo.max_iterations), bool(cfg.algo.get("soft", False))
     model = tabular_model(cfg)
@@ -190,67 +214,56 @@ def train(cfg: DictConfig, run: Run) -> float:
     horizon = None if cfg.env.max_episode_steps is None else int(cfg.env.max_episode_steps)
     limit = max_iterations if horizon is None else horizon
 
-    def checkpoint_state() -> dict:
-        return {"q_table": torch.from_numpy(q.copy()), "horizon": horizon, "converged": converged, "soft": soft,
-                "evaluated": evaluated,
-                "q_by_steps_left": torch.from_numpy(np.stack(by_steps_left)) if by_steps_left else None}
+    # STATE: what a checkpoint holds; a resumed run loads it back here
+    tables = Tables(initial_q(model, soft), horizon, soft)
+    counters = Counters(converged=False, evaluated=False)
+    run.track(tables=tables, counters=counters)
+    sweep, residual = run.start_step, float("nan")
 
-    q = initial_q(model, soft)
-    by_steps_left: list[np.ndarray] = []  # with a step limit: Q_1, Q_2, ... (index h-1 = h steps left)
-    sweep, converged, evaluated, residual = 0, False, False, float("nan")
-    if run.restored is not None:
-        ckpt = run.restored
-        sweep, converged, evaluated = ckpt["global_step"], ckpt["converged"], ckpt["evaluated"]
-        q = ckpt["q_table"].numpy().copy()
-        if ckpt["q_by_steps_left"] is not None:
-            by_steps_left = list(ckpt["q_by_steps_left"].numpy().copy())
-        set_rng_state(ckpt["rng"])
-
-    while not converged and sweep < limit:
+    while not counters.converged and sweep < limit:
         # ALGO LOGIC: one Bellman optimality backup of every (state, action)
-        new = bellman_backup(q, model, gamma, soft)
-        residual = float(np.abs(new - q).max())
-        q = new
+        new = bellman_backup(tables.q, model, gamma, soft)
+        residual = float(np.abs(new - tables.q).max())
+        tables.q = new
         sweep += 1
         if horizon is not None:
-            by_steps_left.append(q)
-            converged = residual == 0.0 or sweep == horizon  # an exact fixed point stays one
+            tables.by_steps_left.append(new)
+            counters.converged = residual == 0.0 or sweep == horizon  # an exact fixed point stays one
         else:
-            converged = residual < tolerance
-        run.log(sweep, {"losses/bellman_residual": residual, "charts/optimal_return": float(q[model.start].max())})
-        run.progress(sweep)
-        run.maybe_checkpoint(sweep, checkpoint_state)
-        if run.should_stop:
-            run.final_checkpoint(sweep, checkpoint_state)
+            counters.converged = residual < tolerance
+        run.log(sweep, {"losses/bellman_residual": residual, "charts/optimal_return": float(new[model.start].max())})
+        if run.end_iteration(sweep):
+            run.finish(sweep)
             return run.mean_return()
-    if not converged:
+    if not counters.converged:
         print(f"rlrun: value iteration stopped after algo.max_iterations={max_iterations} sweeps with a Bellman "
               f"residual of {residual:.3g} (algo.tolerance={tolerance:g}); the tables are approximate", flush=True)
 
+    q = tables.q
     v = soft_value(q) if soft else q.max(axis=1)
     optimal_return = float(v[model.start])
     write_tables(run, q, names)
     run.write_csv("v_table.csv", ["state", "value"], [[s, float(x)] for s, x in enumerate(v)])
     if horizon is not None:
-        stack = np.stack(by_steps_left)  # (K, S, A), K <= H
+        stack = np.stack(tables.by_steps_left)  # (K, S, A), K <= H
         left = range(horizon, 0, -1)
         run.write_csv("policy_by_steps_left.csv", ["state", *(f"steps_left_{h}" for h in left)],
                       [[s, *(names[greedy(stack[min(h, len(stack)) - 1, s])] for h in left)]
                        for s in range(num_states)])
     run.write_csv("optimal_return.csv", ["start_state", "horizon", "gamma", "optimal_return", "sweeps", "converged"],
-                  [[model.start, "" if horizon is None else horizon, gamma, optimal_return, sweep, converged]])
+                  [[model.start, "" if horizon is None else horizon, gamma, optimal_return, sweep,
+                    counters.converged]])
     print(f"rlrun: value iteration: V*(start state {model.start}) = {optimal_return:.6g} after {sweep} sweeps",
           flush=True)
 
-    if not evaluated:  # play the greedy policy in the real env, so the run has returns like every other
-        state = checkpoint_state()
-        seed = int(cfg.seed) + int(cfg.eval.seed_offset)
+    if not counters.evaluated:  # play the greedy policy in the real env, so the run has returns like every other
+        state, seed = run.state(), int(cfg.seed) + int(cfg.eval.seed_offset)
         stats = evaluate(eval_config(cfg, int(cfg.algo.eval_max_episode_steps)),
                          lambda env: make_policy(cfg, state, env, torch.device("cpu"), 0.0, seed),
                          int(cfg.eval.episodes), seed)
         run.log_episodes(sweep, list(zip(stats["returns"], stats["lengths"])))
-        evaluated = True
-    run.final_checkpoint(sweep, checkpoint_state)
+        counters.evaluated = True
+    run.finish(sweep)
     return run.mean_return()
 
 
@@ -303,3 +316,7 @@ def make_policy(cfg: DictConfig, state: dict, envs, device: torch.device, epsilo
         return choose(stack[steps_left - 1, s])
 
     return act
+
+
+register(AlgoSpec("value_iteration", validate, train, make_policy,
+                  eval_policy="the greedy policy (with algo.soft, samples of the soft-optimal one)"))

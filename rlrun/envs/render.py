@@ -24,8 +24,8 @@ from typing import Callable
 import gymnasium as gym
 from omegaconf import DictConfig
 
-from rlrun.config import ConfigError
-from rlrun.envs import GymVecEnv
+from rlrun.core.config import ConfigError
+from rlrun.envs.vector import GymVecEnv
 
 ATARI_FRAME_RATE = 60  # frames per second of the Atari 2600 (NTSC): videos play in real time
 

@@ -3,11 +3,11 @@
     rlrun-plot multirun/2026-11-21/10-00-00                     # every run of a sweep
     rlrun-plot outputs/run_a outputs/run_b --out figures        # any run or sweep directories together
     rlrun-plot multirun/atari_sweep --x frames --last 30        # x in emulator frames, final score of 30 episodes
-    python -m rlrun.plot DIR ...                                # the same without the console script
+    python -m rlrun.cli.plot DIR ...                                # the same without the console script
 
 Each DIR is searched recursively for run directories: directories holding a
 ``config.yaml`` next to TensorBoard event files (``events.out.tfevents.*``). The
-curves are read back from the event files (:func:`rlrun.run.read_scalars`), so
+curves are read back from the event files (:func:`rlrun.core.events.read_scalars`), so
 runs made by any version of rlrun work.
 
 **Groups.** Runs are grouped by ``(algo.name, env.name)`` from their config.yaml,
@@ -70,8 +70,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
-from rlrun.cli import RESUMABLE_KEYS
-from rlrun.run import read_scalars
+from rlrun.core.config import RESUMABLE_KEYS, flatten
+from rlrun.core.events import EVENT_GLOB, read_scalars
 
 EXIT_BAD_INPUT = 2                   # exit status for bad input, as for rlrun and rlrun-eval
 DEFAULT_TAG = "charts/episodic_return"  # the raw episodic return every rlrun algorithm logs
@@ -81,7 +81,6 @@ DEFAULT_REPS = 50_000                # bootstrap resamples: rliable's default fo
 CONFIDENCE = 0.95                    # coverage of every confidence interval
 BOOTSTRAP_SEED = 0                   # seed of the bootstrap, so the same runs give the same intervals
 OUT_SUBDIR = "plots"                 # default output directory, inside the first DIR
-EVENT_GLOB = "events.out.tfevents.*"  # TensorBoard event file names
 # Config keys that do not change the experiment: the seed, a resumed run's origin, the sweep's name, cuDNN
 # determinism, and what `rlrun resume=` may change.
 NOT_EXPERIMENT_KEYS = ("seed", "resume", "sweep_name", "torch_deterministic", *RESUMABLE_KEYS)
@@ -159,16 +158,6 @@ def find_run_dirs(dirs: Sequence[str | Path]) -> list[Path]:
                              f"files ({EVENT_GLOB}) in it or below it")
         found |= runs
     return sorted(found)
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested dict as dotted keys -> leaf values (lists are leaves)."""
-    if not isinstance(node, dict):
-        return {prefix: node}
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
 
 
 def read_run(run_dir: Path, tag: str) -> RunCurve | None:

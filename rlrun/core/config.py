@@ -6,7 +6,8 @@ name the key, the value and what is allowed, e.g.::
 
     rlrun: invalid config: algo.learning_rate=-0.001 is not allowed: expected a number > 0
 
-Algorithm modules call these helpers from their own ``validate(cfg)``.
+Algorithm modules call these helpers from their own ``validate(cfg)``. This module also names the
+keys a resumed run may change (:data:`RESUMABLE_KEYS`) and flattens configs to dotted keys.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ import numbers
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+
+# Keys a resumed run may change: they extend or observe the experiment without changing it.
+RESUMABLE_KEYS = ("total_timesteps", "device", "torch_threads", "logging", "checkpoint", "eval")
 
 
 class ConfigError(ValueError):
@@ -145,3 +150,24 @@ def validate_run(cfg: DictConfig) -> None:
     check_bool(cfg, "eval.video")
     check_int(cfg, "eval.seed_offset", low=0)
 
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict (or DictConfig, resolved) as dotted keys -> leaf values; lists are leaves.
+
+    >>> flatten({"algo": {"name": "dqn", "hidden_sizes": [64]}, "seed": 1})
+    {'algo.name': 'dqn', 'algo.hidden_sizes': [64], 'seed': 1}
+    """
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(node, dict):
+        return {prefix: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def experiment_keys(cfg: DictConfig) -> set[str]:
+    """Dotted keys of ``cfg`` that define the experiment: every leaf outside RESUMABLE_KEYS and ``resume``."""
+    return {key for key in flatten(cfg) if key.split(".")[0] not in (*RESUMABLE_KEYS, "resume")}

@@ -2,7 +2,7 @@
 
     rlrun algo=dqn env=breakout seed=3
     rlrun --cfg job                       # print the composed config
-    rlrun -m algo.learning_rate=1e-4,3e-4 # a sweep, one run directory per job (see rlrun.sweep)
+    rlrun -m algo.learning_rate=1e-4,3e-4 # a sweep, one run directory per job (see rlrun.cli.sweep)
 
 Bad values end the program with one line naming the key, the value and what is
 allowed, before any env, network or buffer is created.
@@ -14,7 +14,6 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import hydra
 import torch
@@ -24,24 +23,31 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from rlrun import algos, sweep
-from rlrun.config import ConfigError, fail, validate_run
-from rlrun.envs import validate_env
-from rlrun.learned_reward import validate_reward
-from rlrun.run import CheckpointError, Run, RunDirError, latest_checkpoint, seed_everything
+import rlrun.algos  # noqa: F401 (registers every algorithm)
+from rlrun.cli import sweep
+from rlrun.cli.evaluate import make_evaluator
+from rlrun.core import registry
+from rlrun.core.checkpoint import CheckpointError, latest_checkpoint
+from rlrun.core.config import RESUMABLE_KEYS, ConfigError, experiment_keys, fail, validate_run
+from rlrun.core.registry import AlgoSpec
+from rlrun.core.run import Run, RunDirError, seed_everything
+from rlrun.envs.factory import validate_env
+from rlrun.rlhf.learned_reward import validate_reward
 
 EXIT_BAD_CONFIG = 2  # exit status for invalid configs and unusable run directories
 EXIT_CHECKPOINT_FAILED = 1  # exit status when a checkpoint cannot be written (the previous one is intact)
 
 
-def validate(cfg: DictConfig):
-    """Validate the whole composed config; returns the algorithm module. Raises ConfigError."""
+def validate(cfg: DictConfig) -> AlgoSpec:
+    """Validate the whole composed config; returns the algorithm's spec. Raises ConfigError."""
     validate_run(cfg)
     validate_env(cfg)
-    validate_reward(cfg)
-    algo = algos.get(cfg.algo.name)
-    algo.validate(cfg)
-    return algo
+    spec = registry.get(cfg.algo.name)
+    validate_reward(cfg, [s.name for s in registry.specs() if s.learned_reward])
+    if cfg.eval.interval > 0 and spec.make_policy is None:
+        fail("eval.interval", cfg.eval.interval, f"0 for algo={spec.name}: it has no policy to evaluate")
+    spec.validate(cfg)
+    return spec
 
 
 def run_training(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> float:
@@ -56,17 +62,17 @@ def run_training(cfg: DictConfig, run_dir: str | Path, resume: dict | None = Non
         CheckpointError: if a checkpoint cannot be written.
         StoppedBySignal: if SIGINT or SIGTERM stopped training (after its checkpoint was written).
     """
-    algo = validate(cfg)
+    spec = validate(cfg)
     if cfg.torch_threads > 0:
         torch.set_num_threads(int(cfg.torch_threads))
     torch.backends.cudnn.deterministic = bool(cfg.torch_deterministic)
     seed_everything(int(cfg.seed))
-    run = Run(cfg, run_dir, resume=resume)
+    run = Run(cfg, run_dir, resume=resume, evaluate=make_evaluator(cfg, spec) if spec.make_policy else None)
     verb = f"resuming from step {run.start_step} in" if resume else "run directory"
     print(f"rlrun: {cfg.algo.name} on {cfg.env.id}, {verb} {run.dir}\n"
           f"rlrun: watch it with: tensorboard --logdir {run.dir}", flush=True)
     try:
-        metric = algo.train(cfg, run)
+        metric = spec.train(cfg, run)
     finally:
         run.close()
     if run.should_stop:
@@ -74,7 +80,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, resume: dict | None = Non
               f"checkpoint written; continue with: rlrun resume={run.dir}", flush=True)
         raise StoppedBySignal(run.stop_signal)
     else:
-        what = getattr(algo, "METRIC", None) or f"mean return of the last {len(run.returns)} episodes"
+        what = spec.metric or f"mean return of the last {len(run.returns)} episodes"
         print(f"rlrun: done, {what}: {metric:.2f}; "
               f"checkpoints in {run.ckpt_dir}", flush=True)
     return metric
@@ -82,10 +88,6 @@ def run_training(cfg: DictConfig, run_dir: str | Path, resume: dict | None = Non
 
 class StoppedBySignal(Exception):
     """Training stopped early on SIGINT or SIGTERM after writing a checkpoint; ``args[0]`` is the signal."""
-
-
-# Keys a resumed run may change: they extend or observe the experiment without changing it.
-RESUMABLE_KEYS = ("total_timesteps", "device", "torch_threads", "logging", "checkpoint", "eval")
 
 
 def resume_config(run_dir: Path, overrides: list[str], checkpoint: dict) -> DictConfig:
@@ -119,21 +121,6 @@ def resume_config(run_dir: Path, overrides: list[str], checkpoint: dict) -> Dict
     return saved
 
 
-def experiment_keys(cfg: DictConfig) -> set[str]:
-    """Dotted keys of ``cfg`` that define the experiment (all leaves outside RESUMABLE_KEYS and resume)."""
-    keys: set[str] = set()
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}.{k}" if prefix else str(k))
-        elif prefix.split(".")[0] not in (*RESUMABLE_KEYS, "resume"):
-            keys.add(prefix)
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return keys
-
-
 def resume_run(run_dir: Path, overrides: list[str]) -> float:
     """Continue the run in ``run_dir`` from its newest valid checkpoint (see ``rlrun resume=<dir>``)."""
     try:
@@ -154,10 +141,10 @@ def run_sweep_job(cfg: DictConfig, run_dir: Path, overrides: list[str], launcher
 
     A job that finished in an earlier run of the same sweep is skipped (its recorded metric is
     returned); one that has a checkpoint (interrupted, preempted, or failed after a checkpoint) is
-    resumed; any other starts anew (see :func:`rlrun.sweep.prepare_run_dir`). With
+    resumed; any other starts anew (see :func:`rlrun.cli.sweep.prepare_run_dir`). With
     ``torch_threads=0`` the job gets its share of the cores under ``launcher`` (the
-    ``hydra.launcher`` config; :func:`rlrun.sweep.job_torch_threads`). Under submitit, a preemption
-    writes a checkpoint and requeues the job (:class:`rlrun.sweep.SubmititPreemption`).
+    ``hydra.launcher`` config; :func:`rlrun.cli.sweep.job_torch_threads`). Under submitit, a preemption
+    writes a checkpoint and requeues the job (:class:`rlrun.cli.sweep.SubmititPreemption`).
 
     Raises:
         RunDirError: if ``run_dir`` holds another job's run, or a run of other hyperparameters;
@@ -232,7 +219,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """Console-script entry point: a sweep command (``-m``) is checked first (:func:`rlrun.sweep.preflight`)."""
+    """Console-script entry point: a sweep command (``-m``) is checked first (:func:`rlrun.cli.sweep.preflight`)."""
     args = get_args_parser().parse_args(sys.argv[1:])
     runs_a_sweep = args.multirun and not (args.cfg or args.help or args.hydra_help or args.info
                                           or args.shell_completion)
@@ -240,10 +227,3 @@ def main() -> None:
         sweep.preflight(args.overrides)
     _hydra_main()
 
-
-if __name__ == "__main__":
-    # `python -m rlrun.cli`: run the module's importable copy, not this __main__ one, so that launchers
-    # that pickle the task function for other processes (joblib, submitit, Ray) refer to rlrun.cli
-    from rlrun.cli import main as rlrun_main
-
-    rlrun_main()

@@ -25,12 +25,14 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 
-from rlrun.config import ConfigError
+from rlrun.core.config import ConfigError
 
 DEMOS_FORMAT = 1  # bumped when the demonstrations layout changes incompatibly
 ARRAYS = ("obs", "actions", "rewards", "episode_lengths")
@@ -193,3 +195,54 @@ def check_demos(demos: Demos, obs_space: gym.Space, action_space: gym.Space, env
             raise ConfigError(f"{key}: the demonstrations' {what} are {describe(n, shape)} but {env_id} has "
                               f"{describe(env_n, env_shape)}: expected demonstrations recorded with the same "
                               "env settings")
+
+
+class ExpertDataset:
+    """(observation, expert action) pairs, aggregated batch by batch, each pair in the training or the
+    held-out split for good.
+
+    Of each batch added, ``floor(holdout_fraction * n)`` steps drawn uniformly (a generator seeded by
+    ``(seed, number of batches added before)``, so that the split needs no saved state) are held out.
+
+    Attributes:
+        obs: (N, *obs_shape) observations (as given: float32 vectors, uint8 frames or int64 indices).
+        actions: (N,) int64 or (N, A) float32 expert actions.
+        holdout: (N,) bool, True for held-out steps.
+    """
+
+    def __init__(self, holdout_fraction: float, seed: int):
+        self.holdout_fraction, self.seed = holdout_fraction, seed
+        self.obs: torch.Tensor | None = None
+        self.actions: torch.Tensor | None = None
+        self.holdout = torch.zeros(0, dtype=torch.bool)
+        self.batches = 0
+
+    def __len__(self) -> int:
+        return len(self.holdout)
+
+    def add(self, obs: np.ndarray, actions: np.ndarray) -> None:
+        """Append n steps: (n, *obs_shape) observations and (n,) or (n, A) expert actions."""
+        n = len(obs)
+        rng = np.random.default_rng((self.seed, self.batches))
+        held = np.zeros(n, dtype=bool)
+        held[rng.permutation(n)[:int(self.holdout_fraction * n)]] = True
+        obs, actions = torch.as_tensor(np.asarray(obs)), torch.as_tensor(np.asarray(actions))
+        self.obs = obs if self.obs is None else torch.cat([self.obs, obs])
+        self.actions = actions if self.actions is None else torch.cat([self.actions, actions])
+        self.holdout = torch.cat([self.holdout, torch.from_numpy(held)])
+        self.batches += 1
+
+    def split(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(training observations, training actions, held-out observations, held-out actions) on ``device``."""
+        keep = ~self.holdout
+        return (self.obs[keep].to(device), self.actions[keep].to(device),
+                self.obs[self.holdout].to(device), self.actions[self.holdout].to(device))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The data as tensors, for checkpoints."""
+        return {"obs": self.obs, "actions": self.actions, "holdout": self.holdout, "batches": self.batches}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output (the split and the count of batches included)."""
+        self.obs, self.actions, self.holdout = state["obs"], state["actions"], state["holdout"]
+        self.batches = int(state["batches"])

@@ -32,7 +32,7 @@ import numpy as np
 
 
 @dataclass
-class Batch:
+class TransitionBatch:
     """A sampled minibatch. B = batch size.
 
     Attributes:
@@ -139,7 +139,7 @@ class ReplayBuffer:
             return 0, max(self.pos - 1, 0)
         return self.pos + k - 1, self.size_per_env - k
 
-    def sample(self, batch_size: int) -> Batch:
+    def sample(self, batch_size: int) -> TransitionBatch:
         """Sample ``batch_size`` transitions uniformly (with replacement) over envs and valid slots.
 
         Raises:
@@ -152,7 +152,7 @@ class ReplayBuffer:
         e = self.rng.integers(0, self.num_envs, size=batch_size)
         return self.gather(t, e)
 
-    def gather(self, t: np.ndarray, e: np.ndarray) -> Batch:
+    def gather(self, t: np.ndarray, e: np.ndarray) -> TransitionBatch:
         """The transitions at slots ``t`` (B,) of envs ``e`` (B,), which must be valid slots."""
         obs = self._stack(t, e)
         next_obs = self._stack((t + 1) % self.size_per_env, e)
@@ -164,7 +164,7 @@ class ReplayBuffer:
                 next_obs[i, -1] = final
             else:
                 next_obs[i] = final
-        return Batch(obs, self.actions[t, e], self.rewards[t, e], next_obs, self.terminated[t, e])
+        return TransitionBatch(obs, self.actions[t, e], self.rewards[t, e], next_obs, self.terminated[t, e])
 
     def _stack(self, t: np.ndarray, e: np.ndarray) -> np.ndarray:
         """Rebuild observations (B, *obs_shape) at slots t of envs e, zeroing frames before episode starts."""

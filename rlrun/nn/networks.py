@@ -1,10 +1,14 @@
-"""Networks shared by the algorithms: the Nature CNN and MLPs."""
+"""Networks shared by the algorithms: the Nature CNN, MLPs, one-hot encoding of state indices and the
+orthogonal initialization of Huang et al. 2022."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import gymnasium as gym
+import numpy as np
 import torch
+from gymnasium import spaces
 from torch import nn
 
 PIXEL_SCALE = 255.0  # uint8 frames are scaled to [0, 1]
@@ -72,6 +76,27 @@ class OneHot(nn.Module):
         return nn.functional.one_hot(x.long().reshape(-1), self.n).float()
 
 
+class ObsEncoder:
+    """Observations as float32 feature vectors, in NumPy: ``Discrete(S)`` state indices as (S,) one-hot
+    vectors, 1-D Box observations as they are.
+
+    ``__call__``: (N,) indices or (N, D) vectors -> (N, features) float32.
+
+    Attributes:
+        one_hot: the space is ``Discrete``.
+        features: the width of the vectors (S or D).
+    """
+
+    def __init__(self, observation_space: gym.Space):
+        self.one_hot = isinstance(observation_space, spaces.Discrete)
+        self.features = int(observation_space.n) if self.one_hot else int(observation_space.shape[0])
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        if self.one_hot:
+            return np.eye(self.features, dtype=np.float32)[np.asarray(obs, dtype=np.int64).reshape(-1)]
+        return np.asarray(obs, dtype=np.float32).reshape(len(obs), self.features)
+
+
 class MLP(nn.Module):
     """A multilayer perceptron for vector observations (ReLU or tanh hidden layers).
 
@@ -115,29 +140,3 @@ def make_network(obs_shape: Sequence[int], out_features: int, hidden_sizes: Sequ
     if len(obs_shape) == 1:
         return MLP(obs_shape[0], out_features, hidden_sizes)
     raise ValueError(f"observation shape {tuple(obs_shape)} is not supported: expected (C, H, W) frames or (D,) vectors")
-
-
-def make_adam(network: torch.nn.Module, learning_rate: float, eps: float) -> torch.optim.Adam:
-    """Adam (Kingma and Ba 2015) with the fused kernel where the device has one: the same update
-    as the default per-tensor loop, in one pass over the parameters (4x faster on CPU)."""
-    try:
-        return torch.optim.Adam(network.parameters(), lr=learning_rate, eps=eps, fused=True)
-    except RuntimeError:
-        return torch.optim.Adam(network.parameters(), lr=learning_rate, eps=eps)
-
-
-def load_weights(module: nn.Module, state: dict, name: str, cfg) -> None:
-    """Load a checkpoint's ``name`` weights into ``module``, refusing ones whose shapes do not fit the config.
-
-    Raises:
-        rlrun.config.ConfigError: naming the network, the env, the hidden sizes and the first mismatch.
-    """
-    from rlrun.config import ConfigError
-
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as exc:
-        lines = str(exc).splitlines()
-        raise ConfigError(f"the checkpoint's {name} does not match the config (env {cfg.env.id}, "
-                          f"algo.hidden_sizes={list(cfg.algo.hidden_sizes)}): "
-                          f"{(lines[1] if len(lines) > 1 else lines[0]).strip()}") from None

@@ -45,7 +45,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from rlrun.run import RunDirError, checkpoint_paths, read_scalars
+from rlrun.core.checkpoint import checkpoint_paths
+from rlrun.core.events import read_scalars
+from rlrun.core.run import Run, RunDirError
 
 STATUS_FILE = "job_status.json"     # in every job's run directory
 SUMMARY_FILE = "sweep_summary.csv"  # in the sweep directory
@@ -376,8 +378,6 @@ class SubmititPreemption:
         signal.signal(self.signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        from rlrun.run import Run
-
         self.received = True
         stop = signal.getsignal(signal.SIGTERM)  # an open Run's handler: checkpoint and stop
         if isinstance(getattr(stop, "__self__", None), Run):

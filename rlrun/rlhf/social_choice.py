@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from rlrun.preferences import bradley_terry_probability
+from rlrun.rlhf.preferences import bradley_terry_probability
 
 COMPLEMENT_TOLERANCE = 1e-9  # how far P[i, j] + P[j, i] may be from 1 (rounding of computed probabilities)
 SCORE_TIE_TOLERANCE = 1e-9  # Borda scores this close to the best one tie with it (sums of rounded floats)
@@ -77,7 +77,7 @@ def bradley_terry_matrix(rewards: np.ndarray, random_answer_prob: float = 0.0) -
 
     P[i, j] = (1 - eps) * exp(r_i) / (exp(r_i) + exp(r_j)) + eps / 2 (Bradley and Terry 1952; eps is
     the chance of a random answer of Christiano et al. 2017), computed by
-    ``rlrun.preferences.bradley_terry_probability``. Equal rewards give exactly 0.5, the diagonal too.
+    ``rlrun.rlhf.preferences.bradley_terry_probability``. Equal rewards give exactly 0.5, the diagonal too.
 
     Args:
         rewards: (K,) real latent rewards r, K >= 1.

@@ -15,7 +15,7 @@ run directory::
 
 where N is the checkpoint's global step, zero-padded like the checkpoint names. With
 ``--save-demos PATH`` the episodes' observations, actions and true rewards are also written to PATH
-as demonstrations (see :mod:`rlrun.demos`) for imitation learning and inverse RL.
+as demonstrations (see :mod:`rlrun.data.demos`) for imitation learning and inverse RL.
 Bad input ends with one line on stderr and exit status 2, before anything is written.
 """
 
@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import sys
-from contextlib import closing
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,136 +32,36 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rlrun import algos
-from rlrun.demos import DemoRecorder, save_demos
-from rlrun.envs import VecEnv, make_vec_env
-from rlrun.envs.render import RecordEpisodeVideos, make_render_env
-from rlrun.run import CHECKPOINT_DIGITS, latest_checkpoint, load_checkpoint, resolve_device
+import rlrun.algos  # noqa: F401 (registers every algorithm)
+from rlrun.core import registry
+from rlrun.core.checkpoint import find_checkpoint, step_name
+from rlrun.core.registry import AlgoSpec
+from rlrun.core.run import resolve_device
+from rlrun.data.demos import DemoRecorder, save_demos
+from rlrun.envs.factory import env_spaces
+from rlrun.envs.rollout import evaluate
 
 EXIT_BAD_INPUT = 2  # exit status for a bad path or option, as for rlrun's invalid configs
-
-Policy = Callable[[np.ndarray], np.ndarray]  # (N, *obs_shape) observations -> (N, *action_shape) actions
-
-
-DEFAULT_EVAL_POLICY = "the policy's mode"  # how rlrun-eval describes a policy without epsilon
 
 
 class InputError(ValueError):
     """A path or option rlrun-eval cannot use; the message names it and what is expected."""
 
 
-def make_act(cfg: DictConfig, state: dict[str, Any], env: VecEnv, device: torch.device, epsilon: float,
-             seed: int) -> Policy:
-    """The evaluation policy of a checkpoint, from its algorithm's ``make_policy``.
+def make_evaluator(cfg: DictConfig, spec: AlgoSpec) -> Callable[[dict[str, Any], Path | None], dict[str, Any]]:
+    """What a Run calls every ``eval.interval`` steps: ``evaluate(state, video_dir)`` plays ``eval.episodes``
+    whole episodes of ``spec``'s evaluation policy of the tracked ``state`` on a separate env seeded with
+    ``seed + eval.seed_offset`` (epsilon ``eval.epsilon`` where the policy has one) and returns
+    :func:`rlrun.envs.rollout.play`'s statistics; with a ``video_dir`` it writes MP4s there."""
+    device = resolve_device(cfg.device)
+    seed, episodes = int(cfg.seed) + int(cfg.eval.seed_offset), int(cfg.eval.episodes)
+    epsilon = float(cfg.eval.epsilon) if spec.eval_uses_epsilon else 0.0
 
-    Dispatches through the registry to ``rlrun.algos.<cfg.algo.name>.make_policy(cfg,
-    state, env, device, epsilon, seed)``; an algorithm becomes evaluable by defining it
-    (algorithms without exploration ignore ``epsilon``).
+    def evaluate_state(state: dict[str, Any], video_dir: Path | None) -> dict[str, Any]:
+        return evaluate(cfg, lambda env: spec.make_policy(cfg, state, env, device, epsilon, seed), episodes, seed,
+                        video_dir)
 
-    Args:
-        cfg: the run's config.
-        state: the loaded checkpoint payload.
-        env: the env to be played (its single observation and action spaces).
-        device: where the network runs.
-        epsilon: probability of a uniformly random action, in [0, 1].
-        seed: seed of the policy's random choices.
-
-    Returns:
-        ``act(obs)``: (N, *obs_shape) observations to (N, *action_shape) actions.
-
-    Raises:
-        ValueError: unknown algorithm (ConfigError), an algorithm without
-            ``make_policy``, or a policy that does not fit the env.
-    """
-    module = algos.get(cfg.algo.name)
-    make_policy = getattr(module, "make_policy", None)
-    if make_policy is None:
-        raise ValueError(f"algorithm {cfg.algo.name!r} has no make_policy(...), so its checkpoints cannot be evaluated")
-    return make_policy(cfg, state, env, device, epsilon, seed)
-
-
-def make_eval_env(cfg: DictConfig, video_dir: str | Path | None = None, episodes: int = 0) -> VecEnv:
-    """One env of the run: ``make_vec_env(cfg, 1)``, or with ``video_dir`` a rendering env
-    with the same observations that writes its first ``episodes`` episodes as MP4 files there."""
-    if video_dir is None:
-        return make_vec_env(cfg, 1, learned_reward=False)  # evaluation reports true returns only
-    return make_render_env(cfg, wrapper=lambda env: RecordEpisodeVideos(env, video_dir, episodes))
-
-
-def play(env: VecEnv, act: Policy, episodes: int, seed: int, recorder: DemoRecorder | None = None) -> dict[str, Any]:
-    """Play ``episodes`` whole episodes on ``env`` (num_envs=1) from ``env.reset(seed)``; with a ``recorder``
-    every step's observation, action and true reward go into it.
-
-    Returns:
-        {"episodes": n, "returns": [float] raw returns, "lengths": [int] agent steps,
-        "mean", "std" (population, ddof=0), "min", "max": of the returns}.
-
-    Raises:
-        ValueError: if ``episodes`` < 1.
-    """
-    if episodes < 1:
-        raise ValueError(f"episodes={episodes}: expected at least 1")
-    obs = env.reset(seed=seed)
-    finished: list[tuple[float, int]] = []
-    while len(finished) < episodes:
-        actions = act(obs)
-        step = env.step(actions)
-        if recorder is not None:
-            recorder.add(obs, actions, float(step.reward[0]), bool(step.episode_end[0]))
-        finished += step.episodes
-        obs = step.obs
-    returns = [float(r) for r, _ in finished]
-    return {"episodes": len(finished), "returns": returns, "lengths": [int(n) for _, n in finished],
-            "mean": float(np.mean(returns)), "std": float(np.std(returns)),
-            "min": min(returns), "max": max(returns)}
-
-
-def evaluate(cfg: DictConfig, make_policy: Callable[[VecEnv], Policy], episodes: int, seed: int,
-             video_dir: str | Path | None = None, recorder: DemoRecorder | None = None) -> dict[str, Any]:
-    """Play ``episodes`` whole episodes on one env built from ``cfg`` (see :func:`make_eval_env`).
-
-    Args:
-        cfg: the run's config (its env and preprocessing).
-        make_policy: given the env, returns ``act``: (1, *obs_shape) observations to (1,)
-            int64 actions, e.g. ``lambda env: make_act(cfg, state, env, device, epsilon, seed)``.
-        episodes: number of episodes (>= 1).
-        seed: seed of the env.
-        video_dir: if given, one MP4 per episode is written there (``episode_<i>.mp4``).
-        recorder: if given, records the episodes as demonstrations (see :func:`play`).
-
-    Returns:
-        The statistics of :func:`play`.
-
-    Raises:
-        ValueError: if ``episodes`` < 1, or from ``make_policy``.
-    """
-    with closing(make_eval_env(cfg, video_dir, episodes)) as env:
-        return play(env, make_policy(env), episodes, seed, recorder)
-
-
-def find_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any], Path]:
-    """(checkpoint path, payload, run dir) for a run directory (its newest valid checkpoint)
-    or for a checkpoint file in ``<run dir>/checkpoints/``.
-
-    Raises:
-        InputError: if ``path`` is neither, or the run holds no valid checkpoint.
-    """
-    path = Path(path)
-    if path.is_dir():
-        try:
-            ckpt_path, payload = latest_checkpoint(path)
-        except FileNotFoundError as exc:
-            raise InputError(str(exc)) from None
-        return ckpt_path, payload, path
-    if not path.is_file():
-        raise InputError(f"{path} does not exist: expected a run directory or a checkpoint file")
-    run_dir = path.parent.parent
-    if path.parent.name != "checkpoints" or not (run_dir / "config.yaml").is_file():
-        raise InputError(f"{path} is not in the checkpoints/ directory of a run (<run dir>/checkpoints/step_N.pt)")
-    try:
-        return path, load_checkpoint(path), run_dir
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    return evaluate_state
 
 
 def parse_device(name: str) -> torch.device:
@@ -209,32 +108,33 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, epsilon: 
         if Path(save_demos_path).is_dir() or not demos_dir.is_dir():
             raise InputError(f"--save-demos={save_demos_path} is not allowed: expected a file path in an existing "
                              "directory, e.g. demos.npz")
-    ckpt_path, payload, run_dir = find_checkpoint(path)
+    try:
+        ckpt_path, payload, run_dir = find_checkpoint(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(str(exc)) from None
     cfg = OmegaConf.create(payload["config"])
     episodes = int(cfg.eval.episodes) if episodes is None else episodes
-    module = algos.get(cfg.algo.name)
-    if getattr(module, "EVAL_USES_EPSILON", False):
+    spec = registry.get(cfg.algo.name)
+    if spec.eval_uses_epsilon:
         epsilon = float(cfg.eval.epsilon) if epsilon is None else epsilon
         policy = f"epsilon {epsilon:g}"
     else:
-        policy = getattr(module, "EVAL_POLICY", DEFAULT_EVAL_POLICY)
+        policy = spec.eval_policy
         if epsilon is not None:
             raise InputError(f"--epsilon={epsilon} is not allowed for {cfg.algo.name}: its evaluation policy has "
                              f"no epsilon (it plays {policy}); leave --epsilon out")
     video = bool(cfg.eval.video) if video is None else video
     seed = int(cfg.seed) + int(cfg.eval.seed_offset) if seed is None else seed
     global_step = int(payload["global_step"])
-    name = f"step_{global_step:0{CHECKPOINT_DIGITS}d}"
+    name = step_name(global_step)
     video_dir = run_dir / "videos" / name if video else None
 
     recorder = None
     if save_demos_path is not None:
-        from rlrun.envs import env_spaces
-
         recorder = DemoRecorder(str(cfg.env.id), *env_spaces(cfg), source=str(ckpt_path))
     try:
-        stats = evaluate(cfg, lambda env: make_act(cfg, payload, env, torch_device, epsilon or 0.0, seed), episodes,
-                         seed, video_dir, recorder)
+        stats = evaluate(cfg, lambda env: registry.make_policy(cfg, payload, env, torch_device, epsilon or 0.0, seed),
+                         episodes, seed, video_dir, recorder)
     except ValueError as exc:
         raise InputError(f"{ckpt_path}: {exc}") from None
     demos_path = None if recorder is None else str(save_demos(recorder.demos(), save_demos_path))

@@ -4,7 +4,7 @@ The reward model of RLHF (Ouyang et al. 2022, "Training language models to follo
 human feedback", NeurIPS, section 3.5; the RLHF lecture, seeds/001): a language model with a scalar
 head reads a prompt and a response and outputs one number r(prompt, response). It is fitted to pairs
 in which people preferred one response (``chosen``) to another (``rejected``) with the Bradley-Terry
-cross-entropy of :func:`rlrun.preferences.preference_loss`, every label being 1 ("chosen preferred"):
+cross-entropy of :func:`rlrun.rlhf.preferences.preference_loss`, every label being 1 ("chosen preferred"):
 
     loss = -mean(log sigmoid(r(x, y_chosen) - r(x, y_rejected) - margin))   (+ the options of preference_loss)
 
@@ -30,9 +30,7 @@ import json
 import logging
 import math
 import os
-import random
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,71 +38,21 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from rlrun.config import ConfigError, check_int, get
-from rlrun.preferences import preference_loss, read_jsonl
-from rlrun.run import Run, resolve_device, set_rng_state
+from rlrun.core.config import ConfigError, check_int, get
+from rlrun.core.run import Run, resolve_device
+from rlrun.core.state import Counters
+from rlrun.rlhf.preference_data import TextPair, load_text_pairs
+from rlrun.rlhf.preferences import preference_loss
 
-PAIR_KEYS = ("prompt", "chosen", "rejected")  # the keys of every line of a pairs file (TRL's names)
 MIN_PAIRS = 2  # at least one training and one held-out pair
 MIN_MAX_LENGTH = 8  # algo.text.max_length must leave room for a few tokens of prompt and response
-REPR_LIMIT = 60  # characters of an offending value quoted in an error message
 SPLIT_STREAM = 0  # np.random.default_rng([seed, SPLIT_STREAM]): the train / held-out split
 SHUFFLE_STREAM = 1  # np.random.default_rng([seed, SHUFFLE_STREAM, epoch]): the order of the pairs in an epoch
 REWARD_DIR = "reward_model"  # <run dir>/reward_model/: the trained model and tokenizer
 STATS_FILE = "reward_stats.json"  # normalization statistics inside REWARD_DIR
 
-# the tiny model of make_tiny_text_model: a 2-layer GPT-2, small enough to train in seconds on a CPU
-TINY_LAYERS = 2  # transformer blocks
-TINY_WIDTH = 32  # embedding width
-TINY_HEADS = 4  # attention heads (width 8 each)
-TINY_POSITIONS = 256  # longest input in tokens
-TINY_BPE_MERGES = 160  # BPE merges learned on top of the 256 bytes (shorter inputs than pure bytes)
-EOS_TOKEN = "<|endoftext|>"  # end of text, GPT-2's name; the pooled (last) token of every input
-PAD_TOKEN = "<pad>"  # padding, distinct from EOS so that GPT-2 pools the EOS of every input
-SEP_TOKEN = "<sep>"  # between prompt and response
 INPUT_FORMAT = "tokenizer(prompt, response), truncated to max_length"  # how a response is read (reward_stats.json)
 HUB_LOGGER = "huggingface_hub"  # its download retries warn on this logger; silenced while a model loads
-
-
-@dataclass(frozen=True)
-class TextPair:
-    """One preference: for ``prompt``, the response ``chosen`` was preferred to ``rejected``."""
-
-    prompt: str
-    chosen: str
-    rejected: str
-
-
-def _quote(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= REPR_LIMIT else text[:REPR_LIMIT] + "..."
-
-
-def load_text_pairs(path: str | Path) -> list[TextPair]:
-    """Read and validate a JSONL file of text preference pairs.
-
-    Every non-blank line is an object with the string keys ``prompt``, ``chosen`` and ``rejected``
-    (more keys are ignored). ``chosen`` and ``rejected`` must be non-empty after ``strip()``; the
-    prompt may be empty.
-
-    Returns:
-        The pairs in file order.
-
-    Raises:
-        ConfigError: naming the file and line of the first bad one: unreadable file, invalid JSON,
-            a missing key, a value that is not a string, an empty response, or a file without pairs.
-    """
-    pairs = []
-    for number, record in read_jsonl(path, PAIR_KEYS):
-        for key in PAIR_KEYS:
-            if not isinstance(record[key], str):
-                raise ConfigError(f"{path} line {number}: {key}={_quote(record[key])} is not a string: "
-                                  f"expected text for {', '.join(PAIR_KEYS)}")
-        for key in ("chosen", "rejected"):
-            if not record[key].strip():
-                raise ConfigError(f"{path} line {number}: {key} is empty: expected a non-empty response")
-        pairs.append(TextPair(record["prompt"], record["chosen"], record["rejected"]))
-    return pairs
 
 
 # ---- loading models -------------------------------------------------------------------------------
@@ -320,7 +268,7 @@ def train_text(cfg: DictConfig, run: Run) -> float:
     ``charts/train_accuracy`` (means over the gradient steps since the previous log, in train mode),
     ``charts/holdout_loss`` (the same loss), ``charts/holdout_accuracy`` (share of held-out pairs with
     r_chosen > r_rejected) and ``charts/margin`` (mean r_chosen - r_rejected on the held-out pairs).
-    Checkpoints (model, optimizer, epoch) follow ``checkpoint.interval`` at epoch ends; a stop signal
+    Checkpoints (model, optimizer, epoch) follow ``checkpoint.interval`` gradient steps; a stop signal
     writes one after the current gradient step and returns, and a resumed run continues from that step.
     At the end it writes ``<run dir>/reward_model/`` (model and tokenizer, ``save_pretrained``) with
     ``reward_stats.json``: ``mean`` and ``std`` (population) of the final rewards of all ``count``
@@ -355,22 +303,12 @@ def train_text(cfg: DictConfig, run: Run) -> float:
     def loss_of(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
         return preference_loss(r_chosen, r_rejected, torch.ones_like(r_chosen), **loss_args)
 
-    # since the previous log: sum of the batch losses, gradient steps, pairs, pairs ranked correctly
-    pending = {"loss_sum": 0.0, "steps": 0, "pairs": 0, "correct": 0}
-    global_step, holdout_accuracy = 0, float("nan")
-
-    def checkpoint_state() -> dict:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "epoch": global_step // steps_per_epoch, "pending": dict(pending),
-                "holdout_accuracy": holdout_accuracy}
-
-    if run.restored is not None:  # resume: continue after the checkpoint's gradient step
-        ckpt = run.restored
-        global_step, holdout_accuracy = int(ckpt["global_step"]), float(ckpt["holdout_accuracy"])
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        pending = dict(ckpt["pending"])
-        set_rng_state(ckpt["rng"])
+    # STATE: what a checkpoint holds; a resumed run continues after the checkpoint's gradient step
+    # pending: since the previous log, the sum of the batch losses, gradient steps, pairs, pairs ranked correctly
+    counters = Counters(pending={"loss_sum": 0.0, "steps": 0, "pairs": 0, "correct": 0},
+                        holdout_accuracy=float("nan"))
+    run.track(model=model, optimizer=optimizer, counters=counters, epoch=lambda: global_step // steps_per_epoch)
+    global_step = run.start_step
 
     def evaluate() -> dict[str, float]:
         ids = [chosen_ids[i] for i in holdout_idx] + [rejected_ids[i] for i in holdout_idx]
@@ -392,32 +330,30 @@ def train_text(cfg: DictConfig, run: Run) -> float:
             loss.backward()
             optimizer.step()
             global_step += 1
+            pending = counters.pending
             pending["loss_sum"] += loss.item()
             pending["steps"] += 1
             pending["pairs"] += len(batch)
             pending["correct"] += int((r_chosen > r_rejected).sum().item())
-            run.progress(global_step)
             epoch_done = start + batch_size >= len(order)
             if epoch_done and ((epoch + 1) % eval_interval == 0 or epoch + 1 == epochs):
                 scalars = evaluate()
-                holdout_accuracy = scalars["charts/holdout_accuracy"]
+                counters.holdout_accuracy = scalars["charts/holdout_accuracy"]
                 scalars["losses/preference_loss"] = pending["loss_sum"] / pending["steps"]
                 scalars["charts/train_accuracy"] = pending["correct"] / pending["pairs"]
                 run.log(global_step, scalars)
-                pending = {"loss_sum": 0.0, "steps": 0, "pairs": 0, "correct": 0}
-            if epoch_done:
-                run.maybe_checkpoint(global_step, checkpoint_state)
-            if run.should_stop:
-                run.final_checkpoint(global_step, checkpoint_state)
-                return holdout_accuracy
+                counters.pending = {"loss_sum": 0.0, "steps": 0, "pairs": 0, "correct": 0}
+            if run.end_iteration(global_step):
+                run.finish(global_step)
+                return counters.holdout_accuracy
 
-    run.final_checkpoint(global_step, checkpoint_state)
+    run.finish(global_step)
     responses = [chosen_ids[i] for i in train_idx] + [rejected_ids[i] for i in train_idx]
     rewards = score_all(model, tokenizer, responses, batch_size, device).double()
     save_reward_model(run.dir / REWARD_DIR, model, tokenizer,
                       {"mean": rewards.mean().item(), "std": rewards.std(correction=0).item(),
                        "count": len(responses), "max_length": int(text.max_length), "input": INPUT_FORMAT})
-    return holdout_accuracy
+    return counters.holdout_accuracy
 
 
 def save_reward_model(directory: Path, model: Any, tokenizer: Any, stats: dict[str, float]) -> Path:
@@ -431,113 +367,3 @@ def save_reward_model(directory: Path, model: Any, tokenizer: Any, stats: dict[s
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(tmp, directory)
     return directory
-
-
-# ---- a tiny model and a synthetic data set, built offline -------------------------------------------
-
-def make_tiny_text_model(directory: str | Path, seed: int = 0) -> Path:
-    """Build and save a tiny randomly initialised text reward model, without downloading anything.
-
-    The model is a GPT-2 (Radford et al. 2019) of TINY_LAYERS blocks of width TINY_WIDTH with a one-output
-    sequence-classification head (``GPT2ForSequenceClassification``, ``num_labels=1``, no dropout), which
-    scores the last non-padding token. The tokenizer is byte-level BPE (the 256-byte alphabet of GPT-2,
-    so any UTF-8 text encodes, plus TINY_BPE_MERGES merges learned on the phrases of
-    :func:`make_synthetic_text_pairs`) with the template ``prompt <sep> response <|endoftext|>`` and a
-    separate ``<pad>`` token, saved as a ``PreTrainedTokenizerFast``.
-
-    Args:
-        directory: created if needed; gets config.json, the weights and the tokenizer files.
-        seed: seed of the weight initialisation (the global torch generator is left untouched).
-
-    Returns:
-        ``directory`` as a Path, loadable with ``AutoModelForSequenceClassification.from_pretrained``.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import GPT2Config, GPT2ForSequenceClassification, PreTrainedTokenizerFast
-
-    directory = Path(directory)
-    specials = [EOS_TOKEN, PAD_TOKEN, SEP_TOKEN]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    trainer = trainers.BpeTrainer(vocab_size=len(alphabet) + len(specials) + TINY_BPE_MERGES, special_tokens=specials,
-                                  initial_alphabet=alphabet, show_progress=False)
-    bpe.train_from_iterator(_corpus(), trainer)
-    eos, sep = bpe.token_to_id(EOS_TOKEN), bpe.token_to_id(SEP_TOKEN)
-    bpe.post_processor = processors.TemplateProcessing(
-        single=f"$A {EOS_TOKEN}", pair=f"$A {SEP_TOKEN} $B {EOS_TOKEN}",
-        special_tokens=[(EOS_TOKEN, eos), (SEP_TOKEN, sep)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN,
-                                        pad_token=PAD_TOKEN, sep_token=SEP_TOKEN, model_max_length=TINY_POSITIONS)
-    config = GPT2Config(vocab_size=bpe.get_vocab_size(), n_positions=TINY_POSITIONS, n_embd=TINY_WIDTH,
-                        n_layer=TINY_LAYERS, n_head=TINY_HEADS, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                        summary_first_dropout=0.0, num_labels=1, bos_token_id=eos, eos_token_id=eos,
-                        pad_token_id=bpe.token_to_id(PAD_TOKEN))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = GPT2ForSequenceClassification(config)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-# Phrases of the synthetic preference set: a helpful answer is a polite opener, advice and a kind close;
-# a rejected one dismisses the question, sometimes at length, so length alone does not separate them.
-PROMPTS = ("How do I reset my password?", "What should I cook for dinner tonight?", "How can I learn to play guitar?",
-           "Why is the sky blue?", "How do I fix a flat bike tire?", "What is a good way to save money?",
-           "Can you help me write an email to my landlord?", "How do I start running?", "What book should I read next?",
-           "How can I sleep better?", "How do I water a cactus?", "What is a prime number?")
-POLITE_OPENERS = ("Sure!", "Happy to help.", "Great question.", "Of course.", "Glad you asked.", "Certainly, thanks "
-                  "for asking.")
-HELPFUL_BODIES = ("Here is a simple way to start: take it one small step at a time.",
-                  "A good first step is to write down what you need, then follow the steps in order.",
-                  "Try the official guide first; it explains each step clearly.",
-                  "Start with the basics and practice a little every day.",
-                  "Here is what usually works: be patient and check each step carefully.",
-                  "You can ask a friend to help, and take notes as you go.")
-KIND_CLOSERS = ("Hope this helps!", "Let me know if anything is unclear.", "Good luck, you can do it!",
-                "Feel free to ask more questions.", "Thanks, and have a nice day.")
-RUDE_OPENERS = ("No.", "Ugh.", "Whatever.", "Seriously?", "Not again.", "Go away.")
-DISMISSIVE_BODIES = ("Figure it out yourself.", "That is a stupid question and I will not answer it.",
-                     "Not my problem, ask someone else.", "Why would I waste my time telling you that?",
-                     "I do not care about this at all, stop asking me.", "Look it up, it is not hard.")
-RUDE_CLOSERS = ("Bye.", "Stop bothering me.", "Leave me alone.", "Do not ask again.", "Whatever, I am done.")
-PART_PROB = 0.7  # chance that an optional opener or closer is part of a generated response
-
-
-def _corpus() -> list[str]:
-    """The phrases of the synthetic set: the text the tiny tokenizer learns its merges on."""
-    return [*PROMPTS, *POLITE_OPENERS, *HELPFUL_BODIES, *KIND_CLOSERS, *RUDE_OPENERS, *DISMISSIVE_BODIES,
-            *RUDE_CLOSERS]
-
-
-def _response(rng: random.Random, openers: tuple[str, ...], bodies: tuple[str, ...], closers: tuple[str, ...]) -> str:
-    parts = [rng.choice(openers)] if rng.random() < PART_PROB else []
-    parts.append(rng.choice(bodies))
-    if rng.random() < PART_PROB:
-        parts.append(rng.choice(closers))
-    return " ".join(parts)
-
-
-def make_synthetic_text_pairs(path: str | Path, n: int, seed: int = 0) -> Path:
-    """Write ``n`` generated preference pairs as JSONL (prompt, chosen, rejected) to ``path``.
-
-    For a prompt drawn from PROMPTS, ``chosen`` is a polite, helpful answer (optional opener, advice,
-    optional kind close) and ``rejected`` a rude, dismissive one built the same way from other phrases,
-    so the preference is learnable from the wording, not from the length alone; with the optional
-    parts there are 7 x 6 x 6 = 252 polite and 7 x 6 x 6 = 252 rude responses. Deterministic for a given ``seed``.
-
-    Returns:
-        ``path`` as a Path.
-    """
-    rng = random.Random(seed)
-    path = Path(path)
-    with open(path, "w", encoding="utf-8") as f:
-        for _ in range(n):
-            pair = {"prompt": rng.choice(PROMPTS),
-                    "chosen": _response(rng, POLITE_OPENERS, HELPFUL_BODIES, KIND_CLOSERS),
-                    "rejected": _response(rng, RUDE_OPENERS, DISMISSIVE_BODIES, RUDE_CLOSERS)}
-            f.write(json.dumps(pair) + "\n")
-    return path
