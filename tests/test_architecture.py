@@ -46,7 +46,7 @@ def test_the_layers_contract_holds_and_fails_on_an_upward_import(tmp_path):
 
 
 def test_no_module_is_part_of_an_import_cycle():
-    graph = grimp.build_graph("rlrun", include_external_packages=False)
+    graph = grimp.build_graph("rlrun", include_external_packages=False, cache_dir=None)
     modules = sorted(graph.modules)
     edges = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in modules}
     # Tarjan's strongly connected components: a cycle is a component of more than one module (or a self-import)

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-RLRUN = [sys.executable, "-m", "rlrun.cli"]
+
+@pytest.fixture(scope="session")
+def rlrun(cli):
+    """rlrun(*args, cwd) runs the rlrun command in a subprocess."""
+    def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+        return cli("rlrun", *args, cwd=cwd)
+
+    return _run
 
 
-def rlrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*RLRUN, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
-
-
-def test_cartpole_run_from_the_command_line(tmp_path):
+def test_cartpole_run_from_the_command_line(tmp_path, rlrun):
     out = rlrun("env=cartpole", "total_timesteps=2000", "algo.learning_starts=500", "logging.progress=lines",
                 "logging.progress_interval=0.01", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -30,7 +32,7 @@ def test_cartpole_run_from_the_command_line(tmp_path):
         "checkpoints", "config.yaml"]  # nothing else written into the run dir
 
 
-def test_cfg_job_prints_the_composed_config(tmp_path):
+def test_cfg_job_prints_the_composed_config(tmp_path, rlrun):
     out = rlrun("env=cartpole", "--cfg", "job", cwd=tmp_path)
     assert out.returncode == 0 and "hidden_sizes:" in out.stdout and "name: none" in out.stdout
     assert not (tmp_path / "outputs").exists()
@@ -42,7 +44,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     (["env=atari", "env.id=breakot"], "rlrun: invalid config: env.id='breakot' is not allowed: expected an ALE game"),
     (["algo.batch_size=64", "replay.buffer_size=10"], "rlrun: invalid config: algo.batch_size=64 is not allowed: expected at most"),
 ])
-def test_bad_values_end_with_one_line_and_leave_nothing(tmp_path, args, expected):
+def test_bad_values_end_with_one_line_and_leave_nothing(tmp_path, args, expected, rlrun):
     out = rlrun(*args, cwd=tmp_path)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
@@ -55,13 +57,13 @@ def test_bad_values_end_with_one_line_and_leave_nothing(tmp_path, args, expected
     (["algo.learning_rat=1"], "Key 'learning_rat' is not in struct"),
     (["env=breakoutt"], "Could not find 'env/breakoutt'"),
 ])
-def test_unknown_keys_and_options_are_refused_by_hydra(tmp_path, args, expected):
+def test_unknown_keys_and_options_are_refused_by_hydra(tmp_path, args, expected, rlrun):
     out = rlrun(*args, cwd=tmp_path)
     assert out.returncode != 0 and expected in out.stderr, out.stderr
     assert not (tmp_path / "outputs").exists()
 
 
-def test_an_existing_run_directory_is_refused_and_left_intact(tmp_path):
+def test_an_existing_run_directory_is_refused_and_left_intact(tmp_path, rlrun):
     run_dir = tmp_path / "mine"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text("precious: true\n")
