@@ -269,3 +269,94 @@ def load_text_pairs(path: str | Path) -> list[TextPair]:
                 raise ConfigError(f"{path} line {number}: {key} is empty: expected a non-empty response")
         pairs.append(TextPair(record["prompt"], record["chosen"], record["rejected"]))
     return pairs
+
+
+# ---- demonstrations and rankings for language models ------------------------------------------------
+
+SFT_KEYS = ("prompt", "response")  # the keys of every line of a supervised fine-tuning file
+RANKING_KEYS = ("prompt", "responses", "ranking")  # the keys of every line of a rankings file
+
+
+@dataclass(frozen=True)
+class TextDemonstration:
+    """One demonstration for supervised fine-tuning: the answer ``response`` to ``prompt``."""
+
+    prompt: str
+    response: str
+
+
+@dataclass(frozen=True)
+class TextRanking:
+    """K answers to one prompt ranked by a labeller: ``ranks[i]`` is the rank of ``responses[i]``, 1 the best;
+    equal ranks are ties."""
+
+    prompt: str
+    responses: tuple[str, ...]
+    ranks: tuple[int, ...]
+
+    def pairs(self) -> list[tuple[int, int, float]]:
+        """All K-choose-2 comparisons (Ouyang et al. 2022, section 3.5), as (i, j, label) with i < j: label 1
+        when response i is ranked better, 0 when response j is, 0.5 for a tie."""
+        out = []
+        for i in range(len(self.responses)):
+            for j in range(i + 1, len(self.responses)):
+                a, b = self.ranks[i], self.ranks[j]
+                out.append((i, j, 1.0 if a < b else 0.0 if a > b else 0.5))
+        return out
+
+
+def _check_text(path: str | Path, number: int, key: str, value: Any, allow_empty: bool = False) -> str:
+    """``value`` if it is a string (non-empty after strip() unless ``allow_empty``); else one ConfigError."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{path} line {number}: {key}={_quote(value)} is not a string: expected text")
+    if not allow_empty and not value.strip():
+        raise ConfigError(f"{path} line {number}: {key} is empty: expected a non-empty response")
+    return value
+
+
+def load_demonstrations(path: str | Path) -> list[TextDemonstration]:
+    """Read and validate a JSONL file of demonstrations: ``{"prompt": ..., "response": ...}`` per line (the prompt
+    may be empty, the response may not; more keys are ignored).
+
+    Raises:
+        ConfigError: naming the file and line of the first bad record (see :func:`read_jsonl`).
+    """
+    return [TextDemonstration(_check_text(path, n, "prompt", r["prompt"], allow_empty=True),
+                              _check_text(path, n, "response", r["response"]))
+            for n, r in read_jsonl(path, SFT_KEYS)]
+
+
+def load_rankings(path: str | Path) -> list[TextRanking]:
+    """Read and validate a JSONL file of K-way rankings: ``{"prompt": ..., "responses": [K strings], "ranking":
+    [K integer ranks]}`` per line, K >= 2, rank 1 the best, equal ranks for ties.
+
+    Raises:
+        ConfigError: naming the file and line of the first bad record: a missing key, a response that is not a
+            non-empty string, fewer than 2 responses, or a ranking that is not one integer >= 1 per response.
+    """
+    rankings = []
+    for number, record in read_jsonl(path, RANKING_KEYS):
+        prompt = _check_text(path, number, "prompt", record["prompt"], allow_empty=True)
+        responses, ranks = record["responses"], record["ranking"]
+        if not isinstance(responses, list) or len(responses) < 2:
+            raise ConfigError(f"{path} line {number}: responses={_quote(responses)} is not allowed: expected a "
+                              "list of at least 2 responses")
+        texts = tuple(_check_text(path, number, f"responses[{i}]", r) for i, r in enumerate(responses))
+        if (not isinstance(ranks, list) or len(ranks) != len(texts)
+                or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ranks)):
+            raise ConfigError(f"{path} line {number}: ranking={_quote(ranks)} is not allowed: expected one integer "
+                              f"rank >= 1 per response ({len(texts)}), 1 the best, equal ranks for ties")
+        rankings.append(TextRanking(prompt, texts, tuple(ranks)))
+    return rankings
+
+
+def ranking_pairs(rankings: list[TextRanking]) -> tuple[list[TextPair], list[float]]:
+    """Every ranking expanded into its K-choose-2 pairs: (pairs, labels), label 1 for a strict preference (the
+    better response is ``chosen``) and 0.5 for a tie (the first-listed response is ``chosen``)."""
+    pairs, labels = [], []
+    for ranking in rankings:
+        for i, j, label in ranking.pairs():
+            better, worse = (j, i) if label == 0.0 else (i, j)
+            pairs.append(TextPair(ranking.prompt, ranking.responses[better], ranking.responses[worse]))
+            labels.append(1.0 if label != 0.5 else 0.5)
+    return pairs, labels
