@@ -78,6 +78,16 @@ def cli():
     return _run
 
 
+@pytest.fixture(scope="session")
+def rlrun(cli):
+    """rlrun(*args, cwd, timeout=CLI_TIMEOUT) -> CompletedProcess of the rlrun command (TEST_OVERRIDES first)."""
+
+    def _run(*args: str | Path, cwd: Path, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess:
+        return cli("rlrun", *args, cwd=cwd, timeout=timeout)
+
+    return _run
+
+
 @pytest.fixture
 def interrupt_at(monkeypatch):
     """interrupt_at(step, signum): the next Run behaves as if ``signum`` arrived once it reports ``step``

@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import pytest
-
-
-@pytest.fixture(scope="session")
-def rlrun(cli):
-    """rlrun(*args, cwd) runs the rlrun command in a subprocess."""
-    def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-        return cli("rlrun", *args, cwd=cwd)
-
-    return _run
 
 
 def test_cartpole_run_from_the_command_line(tmp_path, rlrun):

@@ -23,14 +23,6 @@ from rlrun.data.replay import ReplayBuffer
 CARTPOLE = ["env=cartpole", "total_timesteps=8000", "algo.learning_starts=1000", "checkpoint.interval=1000"]
 
 
-@pytest.fixture(scope="session")
-def rlrun(cli):
-    """rlrun(*args, cwd, timeout) runs the rlrun command in a subprocess."""
-    def _run(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-        return cli("rlrun", *args, cwd=cwd, timeout=timeout)
-
-    return _run
-
 
 def wait_for_checkpoints(run_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.time() + timeout

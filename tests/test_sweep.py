@@ -31,7 +31,7 @@ LOCAL_TWO_WORKERS = ["hydra/launcher=local", "hydra.launcher.n_jobs=2"]
 
 @pytest.fixture(scope="session")
 def rlrun(cli):
-    """rlrun(*args, cwd, timeout) runs ``rlrun`` leaving torch_threads to the sweep (each job's share of the cores)."""
+    """conftest's rlrun, but leaving torch_threads to the sweep (each job's share of the cores)."""
     def _run(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
         return cli("rlrun", *args, cwd=cwd, timeout=timeout, one_thread=False)
 

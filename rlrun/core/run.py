@@ -144,7 +144,8 @@ class Run:
         and last the global random generators: call this once everything is built, just before the loop.
 
         Raises:
-            ValueError: if a name (or a flat object's entry) is one the Run writes itself (RESERVED_KEYS).
+            ValueError: if a name is one the Run writes itself (RESERVED_KEYS); a flat object's entry that is
+                one is refused when a checkpoint is written.
             ConfigError: if the checkpoint lacks an entry or a network does not fit the config.
         """
         taken = sorted(set(objects) & set(RESERVED_KEYS))
