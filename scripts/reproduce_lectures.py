@@ -674,7 +674,9 @@ def main(argv: list[str] | None = None) -> int:
     doc = args.doc or (DOCS if not args.quick and args.only is None else None)
     if doc is not None:
         command = "python scripts/reproduce_lectures.py" + ("".join(f" {a}" for a in (argv or sys.argv[1:])))
-        doc.write_text(markdown(rows, command))
+        old = doc.read_text() if doc.exists() else ""
+        kept = old[old.index("\n## "):] if "\n## " in old else ""  # sections other scripts write (lm_rlhf_results)
+        doc.write_text(markdown(rows, command) + kept)
         print(f"[lectures] wrote {doc}", flush=True)
     if failed:
         print(f"[lectures] not reproduced: {', '.join(failed)}", file=sys.stderr, flush=True)

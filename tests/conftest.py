@@ -30,6 +30,23 @@ def _one_torch_thread():
     torch.set_num_threads(1)
 
 
+SMALL_TINY_LM = dict(max_steps=20, n_layer=1, n_embd=32, n_head=2, vocab_size=300)  # built in seconds
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _rlrun_cache(tmp_path_factory):
+    """rlrun's cache (RLRUN_CACHE) is a fresh directory of the session, never the user's; ``rlrun-tiny-gpt2`` is
+    built there on first use as a 1-block model pretrained for 20 steps (seconds), not the 3-minute default."""
+    import functools
+
+    from rlrun.rlhf import tiny_lm
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(tiny_lm.CACHE_ENV, str(tmp_path_factory.mktemp("rlrun_cache")))
+        patch.setattr(tiny_lm, "pretrain_tiny_lm", functools.partial(tiny_lm.pretrain_tiny_lm, **SMALL_TINY_LM))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _restore_torch_threads():
     """A test that sets another thread count gives the next test the session's back."""

@@ -20,8 +20,23 @@ INDEX_STATE_ENVS = {"recycling", "trap", "gridworld", "gridworld_corridor"}  # o
 TABULAR_ALGOS = {"value_iteration", "q_learning"}
 
 
+LM_ALGOS = {"sft", "dpo", "ppo_rlhf"}  # they train a language model on a text task
+TEXT_ENVS = {"sentiment", "text"}
+TEXT_ENV_NEEDS = {"sft": "env.demonstrations_path", "dpo": "env.prompts_path", "ppo_rlhf": "env.prompts_path"}
+
+
 def expected_refusal(env: str, algo: str) -> str | None:
     """The start of the ConfigError validate() must raise for (env, algo) at their defaults, or None."""
+    if algo in LM_ALGOS and env not in TEXT_ENVS:
+        return f"env='{env}' is not allowed: expected a text task for algo={algo}"
+    if algo in LM_ALGOS and env == "text":  # the user's own task: its files have no default
+        return f"{TEXT_ENV_NEEDS[algo]}=None is not allowed: expected a JSONL file"
+    if algo in LM_ALGOS:
+        return None
+    if algo == "reward_model" and env in TEXT_ENVS:
+        return "algo.data='segments' is not allowed: expected text on a text task"
+    if env in TEXT_ENVS:
+        return f"env='{env}' is not allowed: expected an environment for algo={algo}: a text task"
     if algo in ("maxent_irl", "bc"):  # their demonstrations have no default
         return "algo.demos=None is not allowed: expected the path of a demonstrations .npz"
     if algo == "dagger":  # nor has its expert
@@ -50,8 +65,8 @@ def test_every_algo_config_has_a_registered_spec_and_every_spec_a_config(make_cf
 def test_an_unregistered_algo_name_is_one_error_listing_the_registered_ones():
     with pytest.raises(ConfigError) as info:
         registry.get("rainbow")
-    assert str(info.value) == ("algo.name='rainbow' is not allowed: expected one of bc, dagger, dqn, maxent_irl, pbrl, "
-                               "ppo, q_learning, reinforce, reward_model, td, value_iteration")
+    assert str(info.value) == ("algo.name='rainbow' is not allowed: expected one of bc, dagger, dpo, dqn, maxent_irl, "
+                               "pbrl, ppo, ppo_rlhf, q_learning, reinforce, reward_model, sft, td, value_iteration")
 
 
 @pytest.mark.parametrize("algo", ALGOS)

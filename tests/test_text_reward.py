@@ -135,13 +135,16 @@ def two_label_model(tiny_model, directory):
 
 
 @pytest.mark.parametrize("change, expected", [
-    ({"algo.text.pairs_path": "null"}, "algo.text.pairs_path=None is not allowed: expected the path of a JSONL file"),
-    ({"algo.text.pairs_path": "missing.jsonl"}, "algo.text.pairs_path='missing.jsonl': no such file"),
+    ({"algo.text.pairs_path": "null"}, "algo.text.pairs_path=None is not allowed: expected a pairs file, or a "
+     "rankings file, or env.scorer set to label pairs sampled from the model"),
+    ({"algo.text.pairs_path": "missing.jsonl"},
+     "algo.text.pairs_path='missing.jsonl' is not allowed: expected an existing JSONL file"),
     ({"algo.text.max_length": "4"}, "algo.text.max_length=4 is not allowed: expected an integer >= 8"),
     ({"algo.text.max_length": "1000"}, "algo.text.max_length=1000 is not allowed: expected at most 256"),
-    ({"algo.text.model": "null"}, "algo.text.model=None is not allowed: expected a local directory"),
+    ({"algo.text.model": "null"}, "algo.text.model=None is not allowed: expected a model directory"),
     ({"algo.text.model": "./no/such/model"}, "algo.text.model='./no/such/model': no such directory"),
-    ({"algo.text.model": "EMPTY_DIR"}, "algo.text.model='EMPTY_DIR': the directory has no config.json"),
+    ({"algo.text.model": "EMPTY_DIR"},
+     "algo.text.model='EMPTY_DIR': the directory has neither config.json nor model/config.json"),
     ({"algo.text.model": "TWO_LABELS"},
      "algo.text.model='TWO_LABELS' has num_labels=2: expected a sequence-classification model with one output"),
 ])
@@ -159,7 +162,7 @@ def test_validate_text_refuses_bad_values(tmp_path, text_cfg, tiny_model, change
 def test_validate_text_accepts_good_config_and_refuses_one_pair(tmp_path, text_cfg):
     validate_text(text_cfg(make_synthetic_text_pairs(tmp_path / "pairs.jsonl", 2, seed=0)))
     one = make_synthetic_text_pairs(tmp_path / "one.jsonl", 1, seed=0)
-    with pytest.raises(ConfigError, match="holds 1 pair: expected at least 2"):
+    with pytest.raises(ConfigError, match="is not allowed: expected a file of at least 2 records"):
         validate_text(text_cfg(one))
     bad = write_lines(tmp_path / "bad.jsonl", [pair_line(), pair_line(rejected=" ")])
     with pytest.raises(ConfigError, match="bad.jsonl line 2: rejected is empty"):

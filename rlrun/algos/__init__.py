@@ -6,8 +6,8 @@ and what its final metric is. The imports below are the registry's whole list; a
 is one module here and one line below (docs/architecture.md).
 """
 
-from rlrun.algos import (bc, dagger, dqn, maxent_irl, pbrl, ppo, q_learning, reinforce, reward_model, td,
-                         value_iteration)
+from rlrun.algos import (bc, dagger, dpo, dqn, maxent_irl, pbrl, ppo, ppo_rlhf, q_learning, reinforce, reward_model,
+                         sft, td, value_iteration)
 
-__all__ = ["bc", "dagger", "dqn", "maxent_irl", "pbrl", "ppo", "q_learning", "reinforce", "reward_model", "td",
-           "value_iteration"]
+__all__ = ["bc", "dagger", "dpo", "dqn", "maxent_irl", "pbrl", "ppo", "ppo_rlhf", "q_learning", "reinforce",
+           "reward_model", "sft", "td", "value_iteration"]

@@ -58,6 +58,8 @@ def validate(cfg: DictConfig) -> None:
     if data == "text":
         validate_text(cfg)
         return
+    if get(cfg, "env.family") == "text":
+        fail("algo.data", data, "text on a text task (env.family=text)")
     check_array_observations(cfg)
     obs_space, action_space = env_spaces(cfg)
     try:
@@ -255,4 +257,4 @@ def evaluate(ensemble: RewardEnsemble, segments: Segments, fitter: PreferenceFit
     return stats
 
 
-register(AlgoSpec("reward_model", validate, train, metric="held-out accuracy"))  # no policy: nothing to play
+register(AlgoSpec("reward_model", validate, train, metric="held-out accuracy", task="both"))  # no policy: nothing to play

@@ -28,7 +28,7 @@ from rlrun.cli import sweep
 from rlrun.cli.evaluate import make_evaluator
 from rlrun.core import registry
 from rlrun.core.checkpoint import CheckpointError, latest_checkpoint
-from rlrun.core.config import RESUMABLE_KEYS, ConfigError, experiment_keys, fail, validate_run
+from rlrun.core.config import RESUMABLE_KEYS, ConfigError, experiment_keys, fail, get, validate_run
 from rlrun.core.registry import AlgoSpec
 from rlrun.core.run import Run, RunDirError, seed_everything
 from rlrun.envs.factory import validate_env
@@ -41,8 +41,9 @@ EXIT_CHECKPOINT_FAILED = 1  # exit status when a checkpoint cannot be written (t
 def validate(cfg: DictConfig) -> AlgoSpec:
     """Validate the whole composed config; returns the algorithm's spec. Raises ConfigError."""
     validate_run(cfg)
-    validate_env(cfg)
     spec = registry.get(cfg.algo.name)
+    if spec.task == "env" or (spec.task == "both" and get(cfg, "env.family") != "text"):
+        validate_env(cfg)  # a text task is checked by the language-model algorithm itself
     validate_reward(cfg, [s.name for s in registry.specs() if s.learned_reward])
     if cfg.eval.interval > 0 and spec.make_policy is None:
         fail("eval.interval", cfg.eval.interval, f"0 for algo={spec.name}: it has no policy to evaluate")

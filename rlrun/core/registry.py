@@ -45,6 +45,9 @@ class AlgoSpec:
         metric: what ``train`` returns, in words; None means the mean raw return of the last
             ``logging.metric_episodes`` episodes.
         learned_reward: it can train on ``reward=learned`` (its envs take the learned-reward wrapper).
+        task: what ``env`` must be: ``env`` (an RL environment), ``text`` (a text task, ``env.family=text``, for
+            the language-model algorithms, which check it themselves) or ``both`` (either; the algorithm's
+            validate checks a text task).
     """
 
     name: str
@@ -55,6 +58,7 @@ class AlgoSpec:
     eval_uses_epsilon: bool = False
     metric: str | None = None
     learned_reward: bool = False
+    task: str = "env"
 
 
 _SPECS: dict[str, AlgoSpec] = {}

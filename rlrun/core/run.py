@@ -219,6 +219,10 @@ class Run:
             self.writer.add_scalar(tag, value, global_step)
         self.writer.add_scalar("charts/SPS", self.sps(global_step), global_step)
 
+    def log_text(self, global_step: int, tag: str, markdown: str) -> None:
+        """Write a TensorBoard text entry (markdown, e.g. a table of sample completions) at ``global_step``."""
+        self.writer.add_text(tag, markdown, global_step)
+
     def log_episodes(self, global_step: int, episodes: list[tuple[float, int]],
                      learned_returns: list[float] = ()) -> None:
         """Write charts/episodic_return (raw score) and charts/episodic_length (agent steps), and

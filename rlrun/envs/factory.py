@@ -24,6 +24,9 @@ def validate_env(cfg: DictConfig) -> None:
         ConfigError: unknown ALE game or gymnasium id, a preprocessing that does not
             fit the env family, or a bad preprocessing value.
     """
+    if get(cfg, "env.family") == "text":
+        fail("env", get(cfg, "env.name"), f"an environment for algo={get(cfg, 'algo.name')}: a text task (env.family=text) "
+             "is for the language-model algorithms sft, dpo and ppo_rlhf")
     family = check_choice(cfg, "env.family", ["atari", "gym"])
     env_id = get(cfg, "env.id")
     prep = check_choice(cfg, "preprocessing.name", ["atari", "none"])

@@ -8,5 +8,7 @@
     learned_reward.py   reward=learned: the env wrapper that makes a run optimize a reward model
     text_reward.py      text reward models (transformers) on prompt/chosen/rejected pairs
     tiny_text.py        a tiny GPT-2 and a synthetic preference set, built offline
+    tiny_lm.py          rlrun-tiny-gpt2, a tiny GPT-2 LM pretrained offline on Python's help text; the sentiment task
+    scorers.py          named true scorers of responses (VADER sentiment) and preference labels from their scores
     social_choice.py    Condorcet, Copeland and Borda winners of preference matrices
 """

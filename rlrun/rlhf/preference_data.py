@@ -15,7 +15,7 @@ Formats (validated on load; errors name the file, line and key):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +283,7 @@ class TextDemonstration:
 
     prompt: str
     response: str
+    line: int = field(default=0, compare=False)  # its line in the file it was read from (for error messages)
 
 
 @dataclass(frozen=True)
@@ -322,8 +323,21 @@ def load_demonstrations(path: str | Path) -> list[TextDemonstration]:
         ConfigError: naming the file and line of the first bad record (see :func:`read_jsonl`).
     """
     return [TextDemonstration(_check_text(path, n, "prompt", r["prompt"], allow_empty=True),
-                              _check_text(path, n, "response", r["response"]))
+                              _check_text(path, n, "response", r["response"]), n)
             for n, r in read_jsonl(path, SFT_KEYS)]
+
+
+def load_prompts(path: str | Path) -> list[tuple[int, str]]:
+    """Read and validate a JSONL file of prompts, ``{"prompt": ...}`` per line (a non-empty string; more keys, e.g.
+    a demonstrations file's ``response``, are ignored).
+
+    Returns:
+        (line number, prompt) of every record, in file order.
+
+    Raises:
+        ConfigError: naming the file and line of the first bad record (see :func:`read_jsonl`).
+    """
+    return [(n, _check_text(path, n, "prompt", r["prompt"])) for n, r in read_jsonl(path, ("prompt",))]
 
 
 def load_rankings(path: str | Path) -> list[TextRanking]:

@@ -27,10 +27,7 @@ preference set.
 from __future__ import annotations
 
 import json
-import logging
 import math
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,112 +38,67 @@ from omegaconf import DictConfig
 from rlrun.core.config import ConfigError, check_int, get
 from rlrun.core.run import Run, resolve_device
 from rlrun.core.state import Counters
-from rlrun.rlhf.preference_data import TextPair, load_text_pairs
+from rlrun.rlhf.lm import (REWARD_DIR, context_length, load_causal_config, load_causal_lm, load_pretrained,
+                          load_tokenizer, resolve_model, save_model)
+from rlrun.rlhf.text_task import preference_pairs, validate_pairs_source
+from rlrun.rlhf.preference_data import TextPair
 from rlrun.rlhf.preferences import preference_loss
 
 MIN_PAIRS = 2  # at least one training and one held-out pair
 MIN_MAX_LENGTH = 8  # algo.text.max_length must leave room for a few tokens of prompt and response
 SPLIT_STREAM = 0  # np.random.default_rng([seed, SPLIT_STREAM]): the train / held-out split
 SHUFFLE_STREAM = 1  # np.random.default_rng([seed, SHUFFLE_STREAM, epoch]): the order of the pairs in an epoch
-REWARD_DIR = "reward_model"  # <run dir>/reward_model/: the trained model and tokenizer
 STATS_FILE = "reward_stats.json"  # normalization statistics inside REWARD_DIR
 
 INPUT_FORMAT = "tokenizer(prompt, response), truncated to max_length"  # how a response is read (reward_stats.json)
-HUB_LOGGER = "huggingface_hub"  # its download retries warn on this logger; silenced while a model loads
 
 
 # ---- loading models -------------------------------------------------------------------------------
 
-def _looks_like_path(name: str) -> bool:
-    """True if ``name`` can only be a file system path, not a Hugging Face name like ``org/model``."""
-    return (os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1
-            or (os.sep != "/" and os.sep in name))
-
-
-def _local_or_name(name: str) -> str:
-    """``name`` with ``~`` expanded if it is an existing directory, else unchanged (a Hugging Face name)."""
-    local = Path(name).expanduser()
-    return str(local) if local.is_dir() else name
-
-
-def _load(kind: Any, name: str, **kwargs: Any) -> Any:
-    """``kind.from_pretrained(name)`` with the errors of a missing model turned into one ConfigError.
-
-    A name that is not a local directory is looked up in the Hugging Face cache first (no network, so a
-    cached model loads at once offline), then downloaded, with huggingface_hub's retry warnings silenced:
-    the ConfigError says what failed.
-    """
-    if not Path(name).is_dir():
-        try:
-            return kind.from_pretrained(name, local_files_only=True, **kwargs)
-        except (OSError, ValueError):
-            pass  # not cached: try to download it below
-    hub_logger = logging.getLogger(HUB_LOGGER)
-    level = hub_logger.level
-    hub_logger.setLevel(logging.ERROR)
-    try:
-        return kind.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        raise ConfigError(f"algo.text.model={name!r} cannot be loaded ({exc.__class__.__name__}: {first_line}): "
-                          "expected a local directory with config.json or the name of a model in the Hugging Face "
-                          "cache") from None
-    finally:
-        hub_logger.setLevel(level)
-
-
-def load_text_config(name: str) -> Any:
-    """Check ``algo.text.model`` and load its transformers config (no weights).
+def load_text_config(name: str, key: str = "algo.text.model") -> Any:
+    """Check a reward model's name and load its transformers config (no weights).
 
     Args:
-        name: a local directory holding ``config.json``, or a Hugging Face name (cached, or downloaded).
+        name: a model directory holding ``config.json``, an rlrun run directory (its ``reward_model/``, else its
+            ``model/``: a supervised fine-tuning run's model starts a reward model), or a Hugging Face name.
 
     Returns:
-        The ``PretrainedConfig``.
+        The ``PretrainedConfig``; a causal language model's gets ``num_labels=1``, a new scalar head on its trunk
+        (InstructGPT's reward model starts from the SFT model, Ouyang et al. 2022, section 3.5).
 
     Raises:
-        ConfigError: naming algo.text.model if the directory does not exist or lacks config.json, the
-            name cannot be loaded (e.g. not cached and offline: set HF_HUB_OFFLINE=1 to fail at once
-            rather than after huggingface_hub's download retries), or the model has ``num_labels != 1``.
+        ConfigError: naming ``key`` if the directory does not exist or lacks config.json, the name cannot be
+            loaded (e.g. not cached and offline: set HF_HUB_OFFLINE=1 to fail at once rather than after
+            huggingface_hub's download retries), or the model has ``num_labels != 1``.
     """
     from transformers import AutoConfig
 
-    local = Path(name).expanduser()
-    if local.exists() or _looks_like_path(name):
-        if not local.is_dir():
-            raise ConfigError(f"algo.text.model={name!r}: no such directory: expected a directory with config.json "
-                              "(e.g. written by save_pretrained) or the name of a cached model")
-        if not (local / "config.json").is_file():
-            raise ConfigError(f"algo.text.model={name!r}: the directory has no config.json: expected a model "
-                              "written by save_pretrained")
-        name = str(local)
-    config = _load(AutoConfig, name)
+    config = load_pretrained(AutoConfig, resolve_reward_model(name, key), key)
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in getattr(config, "architectures", None) or []):
+        config.num_labels = 1
     if config.num_labels != 1:
-        raise ConfigError(f"algo.text.model={name!r} has num_labels={config.num_labels}: expected a sequence-"
-                          "classification model with one output (num_labels=1), the scalar reward")
+        raise ConfigError(f"{key}={name!r} has num_labels={config.num_labels}: expected a sequence-"
+                          "classification model with one output (num_labels=1), the scalar reward, or a causal "
+                          "language model to start one from")
     return config
 
 
-def load_text_tokenizer(name: str) -> Any:
-    """Load the tokenizer of ``algo.text.model``; one without a padding token pads with its end-of-text
-    token (as GPT-2's, which has none).
-
-    Raises:
-        ConfigError: naming algo.text.model if it cannot be loaded or has neither a pad nor an eos token.
-    """
-    from transformers import AutoTokenizer
-
-    tokenizer = _load(AutoTokenizer, _local_or_name(name))
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ConfigError(f"algo.text.model={name!r}: its tokenizer has neither a pad nor an eos token: "
-                              "expected one of them to pad batches")
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+def resolve_reward_model(name: Any, key: str) -> str:
+    """:func:`rlrun.rlhf.lm.resolve_model` for reward models: a run directory stands for its ``reward_model/``
+    if it has one, else for its ``model/``."""
+    if isinstance(name, str) and (Path(name).expanduser() / REWARD_DIR / "config.json").is_file():
+        return resolve_model(name, key, subdir=REWARD_DIR)
+    return resolve_model(name, key)
 
 
-def load_text_model(name: str) -> tuple[Any, Any]:
-    """Load ``(tokenizer, model)`` of ``algo.text.model`` for reward modelling.
+def load_text_tokenizer(name: str, key: str = "algo.text.model") -> Any:
+    """Load the tokenizer of a reward model (:func:`rlrun.rlhf.lm.load_tokenizer`: one without a padding token
+    pads with its EOS token). Raises ConfigError naming ``key``."""
+    return load_tokenizer(resolve_reward_model(name, key), key)
+
+
+def load_text_model(name: str, key: str = "algo.text.model") -> tuple[Any, Any]:
+    """Load ``(tokenizer, model)`` of a reward model for training or scoring.
 
     The model is ``AutoModelForSequenceClassification`` in float32, its ``pad_token_id`` set to the
     tokenizer's (:func:`load_text_tokenizer`), so that decoder models such as GPT-2 score the last
@@ -156,12 +108,46 @@ def load_text_model(name: str) -> tuple[Any, Any]:
         ConfigError: as :func:`load_text_config` and :func:`load_text_tokenizer`.
     """
     from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
 
-    config = load_text_config(name)
-    tokenizer = load_text_tokenizer(name)
-    model = _load(AutoModelForSequenceClassification, _local_or_name(name), config=config, dtype=torch.float32)
+    config = load_text_config(name, key)
+    tokenizer = load_text_tokenizer(name, key)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a new score head on a language model is expected, not worth a warning
+    try:
+        model = load_pretrained(AutoModelForSequenceClassification, resolve_reward_model(name, key), key,
+                                config=config, dtype=torch.float32)
+    finally:
+        hf_logging.set_verbosity(level)
     model.config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model
+
+
+class TextRewardModel:
+    """A trained text reward model as a scorer: ``rm(prompts, responses)`` -> (N,) float64 rewards, normalized by
+    the ``reward_stats.json`` of its run ((r - mean) / std, InstructGPT's normalization so that the rewards of the
+    training responses have mean 0; raw if the directory has none).
+
+    Args:
+        name: the reward-model run directory (its ``reward_model/``) or a model directory or name.
+        key: the config key that named it, for errors.
+        device: where it runs.
+        batch_size: inputs scored at once.
+    """
+
+    def __init__(self, name: str, key: str, device: torch.device, batch_size: int = 64):
+        self.tokenizer, self.model = load_text_model(name, key)
+        self.model.to(device).eval()
+        self.device, self.batch_size = device, batch_size
+        stats_path = Path(resolve_reward_model(name, key)) / STATS_FILE
+        stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+        self.mean, self.std = float(stats.get("mean", 0.0)), float(stats.get("std", 1.0)) or 1.0
+        self.max_length = int(stats.get("max_length", 512))
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        ids = self.tokenizer(list(prompts), list(responses), truncation=True, max_length=self.max_length)["input_ids"]
+        rewards = score_all(self.model, self.tokenizer, ids, self.batch_size, self.device).double().numpy()
+        return (rewards - self.mean) / self.std
 
 
 # ---- validation -----------------------------------------------------------------------------------
@@ -177,28 +163,16 @@ def validate_text(cfg: DictConfig) -> None:
     Raises:
         ConfigError: naming the first bad key, file line or model.
     """
-    pairs_path = get(cfg, "algo.text.pairs_path")
-    if not isinstance(pairs_path, str) or not pairs_path:
-        raise ConfigError(f"algo.text.pairs_path={pairs_path!r} is not allowed: expected the path of a JSONL file "
-                          "with prompt, chosen and rejected per line (algo.data=text)")
-    if not Path(pairs_path).is_file():
-        raise ConfigError(f"algo.text.pairs_path={pairs_path!r}: no such file: expected a JSONL file with prompt, "
-                          "chosen and rejected per line")
-    pairs = load_text_pairs(pairs_path)
-    if len(pairs) < MIN_PAIRS:
-        raise ConfigError(f"algo.text.pairs_path={pairs_path!r} holds {len(pairs)} pair: expected at least "
-                          f"{MIN_PAIRS}, so that some are held out")
+    validate_pairs_source(cfg, "algo.text.")
     max_length = check_int(cfg, "algo.text.max_length", low=MIN_MAX_LENGTH)
     name = get(cfg, "algo.text.model")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"algo.text.model={name!r} is not allowed: expected a local directory or the name of a "
-                          "cached Hugging Face sequence-classification model with num_labels=1")
-    config = load_text_config(name)
-    positions = getattr(config, "max_position_embeddings", None)
-    if isinstance(positions, int) and max_length > positions:
-        raise ConfigError(f"algo.text.max_length={max_length} is not allowed: expected at most {positions}, the "
+    context = context_length(load_text_config(name))
+    if context is not None and max_length > context:
+        raise ConfigError(f"algo.text.max_length={max_length} is not allowed: expected at most {context}, the "
                           f"positions of algo.text.model={name!r}")
     load_text_tokenizer(name)
+    if get(cfg, "algo.text.pairs_path") is None and get(cfg, "algo.text.rankings_path") is None:
+        load_causal_config(resolve_model(name, "algo.text.model"), "algo.text.model")  # pairs are sampled from it
 
 
 # ---- training -------------------------------------------------------------------------------------
@@ -286,9 +260,16 @@ def train_text(cfg: DictConfig, run: Run) -> float:
     hf_logging.disable_progress_bar()  # rlrun's own progress display is the run's; no loading/saving bars
     algo, text = cfg.algo, cfg.algo.text
     device = resolve_device(cfg.device)
-    pairs = load_text_pairs(text.pairs_path)
     tokenizer, model = load_text_model(text.model)
     model.to(device).train()
+
+    def sampler() -> tuple[Any, Any]:  # the causal LM of algo.text.model, to sample pairs from when none are given
+        lm_tokenizer, lm = load_causal_lm(resolve_model(text.model, "algo.text.model"), "algo.text.model")
+        return lm.to(device), lm_tokenizer
+
+    pairs, labels, source = preference_pairs(cfg, "algo.text.", run.dir, sampler)
+    print(f"rlrun: {len(pairs)} preference pairs from {source}")
+    labels = torch.tensor(labels, dtype=torch.float32)
     chosen_ids, rejected_ids = encode_pairs(tokenizer, pairs, int(text.max_length))
     train_idx, holdout_idx = split_pairs(len(pairs), float(algo.holdout_fraction), int(cfg.seed))
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(algo.learning_rate),
@@ -300,8 +281,8 @@ def train_text(cfg: DictConfig, run: Run) -> float:
     loss_args = dict(random_answer_prob=float(algo.random_answer_prob), margin=float(algo.margin),
                      center_coef=float(algo.center_coef))
 
-    def loss_of(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
-        return preference_loss(r_chosen, r_rejected, torch.ones_like(r_chosen), **loss_args)
+    def loss_of(r_chosen: torch.Tensor, r_rejected: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        return preference_loss(r_chosen, r_rejected, labels[rows].to(r_chosen.device), **loss_args)
 
     # STATE: what a checkpoint holds; a resumed run continues after the checkpoint's gradient step
     # pending: since the previous log, the sum of the batch losses, gradient steps, pairs, pairs ranked correctly
@@ -315,7 +296,7 @@ def train_text(cfg: DictConfig, run: Run) -> float:
         rewards = score_all(model, tokenizer, ids, batch_size, device)
         r_chosen, r_rejected = rewards[:len(holdout_idx)], rewards[len(holdout_idx):]
         return {"charts/holdout_accuracy": (r_chosen > r_rejected).float().mean().item(),
-                "charts/holdout_loss": loss_of(r_chosen, r_rejected).item(),
+                "charts/holdout_loss": loss_of(r_chosen, r_rejected, holdout_idx).item(),
                 "charts/margin": (r_chosen - r_rejected).mean().item()}
 
     for epoch in range(global_step // steps_per_epoch, epochs):
@@ -325,7 +306,7 @@ def train_text(cfg: DictConfig, run: Run) -> float:
             # ALGO LOGIC: one forward pass over the chosen and rejected inputs, Bradley-Terry loss, AdamW step
             rewards = score(model, tokenizer, [chosen_ids[i] for i in batch] + [rejected_ids[i] for i in batch], device)
             r_chosen, r_rejected = rewards[:len(batch)], rewards[len(batch):]
-            loss = loss_of(r_chosen, r_rejected)
+            loss = loss_of(r_chosen, r_rejected, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -358,12 +339,5 @@ def train_text(cfg: DictConfig, run: Run) -> float:
 
 def save_reward_model(directory: Path, model: Any, tokenizer: Any, stats: dict[str, float]) -> Path:
     """Write ``model`` and ``tokenizer`` (``save_pretrained``) and ``stats`` as ``reward_stats.json`` into
-    ``directory``, atomically: everything goes to a temporary sibling first, which then replaces it."""
-    tmp = directory.with_name(f".tmp_{directory.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(tmp, directory)
-    return directory
+    ``directory``, atomically (:func:`rlrun.rlhf.lm.save_model`)."""
+    return save_model(directory, model, tokenizer, {STATS_FILE: json.dumps(stats, indent=2) + "\n"})
