@@ -32,9 +32,20 @@ ROOT = Path(__file__).resolve().parents[1]
 LECTURES = ROOT / "docs" / "lectures.md"
 FIGURES = ROOT / "docs" / "figures"
 SECTION = "## Language-model RLHF: SFT, reward model, PPO-RLHF, DPO (RLHF lecture, seeds/001)"
-BEST_OF = (1, 2, 4, 8, 16, 32)  # n of best-of-n
-DPO_BETAS = (0.05, 0.1, 0.3)  # DPO runs at these beta, for points at several KL
-OVEROPT = ["algo.kl_coef=0.001", "algo.adaptive_kl=false", "algo.total_episodes=16384", "algo.eval_every=16"]
+BEST_OF = (1, 2, 4, 8, 16, 32, 64, 128)  # n of best-of-n (KL up to 3.86 nats, near PPO's target 4)
+# DPO runs (label, overrides): on the tiny model the learning rate and the epochs decide how far DPO moves from the
+# SFT model far more than beta does (beta 0.05, 0.1, 0.3 at 3e-4 all ended at KL 13-15), so the points at several
+# KL come from shorter and gentler runs
+DPO_RUNS = (("beta 0.1", ["algo.beta=0.1"]),
+            ("beta 0.3", ["algo.beta=0.3"]),
+            ("beta 0.1, lr 1e-4, 1 epoch", ["algo.beta=0.1", "algo.learning_rate=1e-4", "algo.num_train_epochs=1"]),
+            ("beta 0.1, lr 3e-5, 1 epoch", ["algo.beta=0.1", "algo.learning_rate=3e-5", "algo.num_train_epochs=1"]))
+# Over-optimization needs a proxy that can be gamed: against the 4000-pair reward model (held-out accuracy 0.86) a
+# run with kl_coef 0.001 drove VADER's score to 0.98 and kept it there (16384 responses, KL 120 nats), proxy and
+# true score agreeing all the way. Gao et al. (2023) find over-optimization stronger the less data the proxy
+# reward model had; a proxy from 300 pairs shows it here
+OVEROPT_RM = ["algo.text.num_pairs=300"]
+OVEROPT = ["algo.kl_coef=0.001", "algo.adaptive_kl=false", "algo.total_episodes=8192", "algo.eval_every=8"]
 RM_ACCURACY_GOAL = 0.85
 
 
@@ -106,13 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     ppo, _, t_ppo = run_stage("ppo_rlhf", ["+experiment=lm/ppo_rlhf", f"algo.model={sft}",
                                            f"algo.reward_model={rm}", *common], out)
     dpo_runs = []
-    for beta in DPO_BETAS:
-        run_dir, accuracy, seconds = run_stage(f"dpo_beta{beta}", ["+experiment=lm/dpo", f"algo.model={sft}",
-                                               f"algo.pairs_path={rm / 'pairs.jsonl'}", f"algo.beta={beta}", *common],
-                                               out)
-        dpo_runs.append((beta, run_dir, accuracy, seconds))
+    for i, (label, overrides) in enumerate(DPO_RUNS):
+        run_dir, accuracy, seconds = run_stage(f"dpo_{i}", ["+experiment=lm/dpo", f"algo.model={sft}",
+                                               f"algo.pairs_path={rm / 'pairs.jsonl'}", *overrides, *common], out)
+        dpo_runs.append((label, run_dir, accuracy, seconds))
+    small_rm, small_rm_accuracy, t_small_rm = run_stage("reward_model_300", ["+experiment=lm/reward_model",
+                                                        f"algo.text.model={sft}", *OVEROPT_RM, *common], out)
     overopt, _, t_over = run_stage("overoptimization", ["+experiment=lm/ppo_rlhf", f"algo.model={sft}",
-                                                        f"algo.reward_model={rm}", *OVEROPT, *common], out)
+                                                        f"algo.reward_model={small_rm}", *OVEROPT, *common], out)
+    t_over += t_small_rm
     from omegaconf import OmegaConf
 
     from rlrun.rlhf.preference_data import load_prompts
@@ -126,15 +139,15 @@ def main(argv: list[str] | None = None) -> int:
 
     ppo_true, ppo_kl, ppo_reward = (curve(ppo, f"eval/{t}") for t in ("true_score", "kl", "reward"))
     over_true, over_reward, over_kl = (curve(overopt, f"eval/{t}") for t in ("true_score", "reward", "kl"))
-    dpo_points = [(beta, curve(d, "eval/kl")[-1][1], curve(d, "eval/true_score")[-1][1], acc, s)
-                  for beta, d, acc, s in dpo_runs]
+    dpo_points = [(label, curve(d, "eval/kl")[-1][1], curve(d, "eval/true_score")[-1][1], acc, s)
+                  for label, d, acc, s in dpo_runs]
     sft_true = ppo_true[0][1]
     total = time.perf_counter() - started
     for line in [f"SFT held-out perplexity {ppl_before:.2f} -> {ppl_after:.2f} ({t_sft:.0f} s)",
                  f"reward model held-out accuracy {rm_accuracy:.3f} ({t_rm:.0f} s)",
                  f"PPO-RLHF true score {sft_true:.3f} -> {ppo_true[-1][1]:.3f} at KL {ppo_kl[-1][1]:.2f} ({t_ppo:.0f} s)",
                  *[f"best-of-{r['n']}: KL {r['kl']:.2f}, true {r['true']:.3f}, proxy {r['proxy']:.3f}" for r in bon],
-                 *[f"DPO beta {b}: KL {kl:.2f}, true {t:.3f}, held-out accuracy {a:.3f} ({s:.0f} s)"
+                 *[f"DPO {b}: KL {kl:.2f}, true {t:.3f}, held-out accuracy {a:.3f} ({s:.0f} s)"
                    for b, kl, t, a, s in dpo_points],
                  f"over-optimization: proxy {[round(v, 2) for _, v in over_reward]}",
                  f"over-optimization: true {[round(v, 3) for _, v in over_true]}",
@@ -143,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         figures = draw(ppo_kl, ppo_true, bon, dpo_points, over_reward, over_true, over_kl)
         write_rows(args, out, ppl_before, ppl_after, t_sft, rm_accuracy, t_rm, sft_true, ppo_true, ppo_kl, t_ppo,
-                   bon, t_bon, dpo_points, over_reward, over_true, t_over, figures)
+                   bon, t_bon, dpo_points, over_reward, over_true, t_over, small_rm_accuracy, figures)
     return 0 if rm_accuracy >= RM_ACCURACY_GOAL else 1
 
 
@@ -157,9 +170,10 @@ def draw(ppo_kl, ppo_true, bon, dpo_points, over_reward, over_true, over_kl) -> 
     FIGURES.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([v for _, v in ppo_kl], [v for _, v in ppo_true], "o-", label="PPO-RLHF (held-out evaluations)")
-    ax.plot([r["kl"] for r in bon], [r["true"] for r in bon], "s--", label="best-of-n from SFT (n = 1..32)")
-    ax.plot([p[1] for p in dpo_points], [p[2] for p in dpo_points], "^", markersize=9,
-            label="DPO (beta " + ", ".join(str(p[0]) for p in dpo_points) + ")")
+    ax.plot([r["kl"] for r in bon], [r["true"] for r in bon], "s--", label=f"best-of-n from SFT (n = 1..{BEST_OF[-1]})")
+    ax.plot([p[1] for p in dpo_points], [p[2] for p in dpo_points], "^", markersize=9, label="DPO")
+    for label, kl, true, *_ in dpo_points:
+        ax.annotate(label, (kl, true), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xlabel("KL to the SFT model (nats per response)")
     ax.set_ylabel("true score (VADER compound), held-out prompts")
     ax.grid(alpha=0.3)
@@ -184,10 +198,17 @@ def draw(ppo_kl, ppo_true, bon, dpo_points, over_reward, over_true, over_kl) -> 
 
 
 def write_rows(args, out, ppl_before, ppl_after, t_sft, rm_accuracy, t_rm, sft_true, ppo_true, ppo_kl, t_ppo, bon,
-               t_bon, dpo_points, over_reward, over_true, t_over, figures) -> None:
+               t_bon, dpo_points, over_reward, over_true, t_over, small_rm_accuracy, figures) -> None:
     """The results as rows (claim, command, reproduced, time) of a section of docs/lectures.md."""
     peak = max(over_true, key=lambda p: p[1])
     matched = min(bon, key=lambda r: abs(r["kl"] - ppo_kl[-1][1]))
+    late_kl = [v for step, v in ppo_kl if step >= ppo_kl[-1][0] / 2]
+    ppo_points = [(kl, true) for (_, kl), (_, true) in zip(ppo_kl, ppo_true)]
+
+    def nearest(kl: float) -> tuple[float, float]:
+        """PPO-RLHF's held-out evaluation (KL, true score) whose KL is closest to kl."""
+        return min(ppo_points, key=lambda p: abs(p[0] - kl))
+
     rows = [
         ("Supervised fine-tuning on demonstrations lowers the held-out perplexity of the demonstrations.",
          "rlrun +experiment=lm/sft", f"held-out perplexity {ppl_before:.2f} before, {ppl_after:.2f} after", t_sft),
@@ -197,20 +218,26 @@ def write_rows(args, out, ppl_before, ppl_after, t_sft, rm_accuracy, t_rm, sft_t
         ("PPO against the reward model with a KL leash raises the true score of held-out prompts well above the "
          "SFT model's, the KL staying near its target (adaptive controller, target 4 nats).",
          "rlrun +experiment=lm/ppo_rlhf", f"true score {sft_true:.3f} (SFT) -> {ppo_true[-1][1]:.3f}, KL "
-         f"{ppo_kl[-1][1]:.2f} nats; best-of-{matched['n']} from SFT at KL {matched['kl']:.2f}: {matched['true']:.3f}",
+         f"{ppo_kl[-1][1]:.2f} nats (held-out KL over the second half of training: {min(late_kl):.2f} to "
+         f"{max(late_kl):.2f}); best-of-{matched['n']} from SFT at KL {matched['kl']:.2f}: {matched['true']:.3f}",
          t_ppo),
         ("Best-of-n from the SFT model ranked by the reward model (KL = log n - (n - 1) / n).",
          "python scripts/lm_rlhf_results.py", "; ".join(f"n={r['n']}: KL {r['kl']:.2f}, true {r['true']:.3f}"
                                                          for r in bon), t_bon),
         ("DPO on the same pairs: held-out implicit-reward accuracy and true score, beside PPO-RLHF at matching KL.",
          "rlrun +experiment=lm/dpo algo.pairs_path=<reward_model run>/pairs.jsonl algo.beta=B",
-         "; ".join(f"beta {b}: accuracy {a:.3f}, true {t:.3f} at KL {kl:.2f}" for b, kl, t, a, _ in dpo_points),
+         "; ".join(f"{label}: accuracy {a:.3f}, true {t:.3f} at KL {kl:.2f} (PPO-RLHF at KL "
+                   f"{nearest(kl)[0]:.2f}: {nearest(kl)[1]:.3f})" for label, kl, t, a, _ in dpo_points),
          sum(p[4] for p in dpo_points)),
         ("Reward over-optimization (Gao et al. 2023): with a tiny kl_coef the learned reward keeps rising while the "
-         "true score peaks and falls.",
-         "rlrun +experiment=lm/ppo_rlhf " + " ".join(OVEROPT),
-         f"learned reward {over_reward[0][1]:.2f} -> {over_reward[-1][1]:.2f}; true score peaks at "
-         f"{peak[1]:.3f} (response {peak[0]}) and ends at {over_true[-1][1]:.3f}", t_over),
+         "true score peaks and falls. The proxy is a reward model from 300 pairs: against the 4000-pair one the "
+         "true score rose to 0.98 with the proxy and stayed (16384 responses, KL 120 nats), the less-data proxy "
+         "is the one that can be gamed, as in Gao et al.",
+         "rlrun +experiment=lm/reward_model " + " ".join(OVEROPT_RM) + "; rlrun +experiment=lm/ppo_rlhf "
+         "algo.reward_model=<that run> " + " ".join(OVEROPT),
+         f"proxy held-out accuracy {small_rm_accuracy:.2f}; learned reward {over_reward[0][1]:.2f} -> "
+         f"{over_reward[-1][1]:.2f}; true score peaks at {peak[1]:.3f} (response {peak[0]}) and ends at "
+         f"{over_true[-1][1]:.3f}", t_over),
     ]
     table = "\n".join(["| Claim | Command | Reproduced | Time |", "|---|---|---|---:|"]
                       + [f"| {c} | `{cmd}` | {r} | {t:.0f} s |" for c, cmd, r, t in rows])
