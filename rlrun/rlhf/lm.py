@@ -212,14 +212,16 @@ def frozen(model: nn.Module) -> nn.Module:
 # ---- prompt/response batches -----------------------------------------------------------------------------------
 
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
-    """Token ids of a prompt, with the tokenizer's own special tokens (none for GPT-2, BOS for Llama)."""
-    return list(tokenizer(prompt)["input_ids"])
+    """Token ids of a prompt, with the tokenizer's own special tokens (none for GPT-2, BOS for Llama). Never cut:
+    the callers check lengths against the context and name the record (``verbose=False`` keeps transformers'
+    own too-long warning out)."""
+    return list(tokenizer(prompt, verbose=False)["input_ids"])
 
 
 def encode_response(tokenizer: Any, response: str) -> list[int]:
     """Token ids of a response followed by EOS, without other special tokens: prompt + response + EOS is what the
     model learns to write and what it writes when sampled."""
-    return list(tokenizer(response, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+    return list(tokenizer(response, add_special_tokens=False, verbose=False)["input_ids"]) + [tokenizer.eos_token_id]
 
 
 def fit_pair(prompt_ids: list[int], response_ids: list[int], max_length: int, where: str, key: str
