@@ -7,7 +7,7 @@ figures into docs/figures/ and (``--record``) writes the rows into docs/lectures
 
 Usage::
 
-    python scripts/lm_rlhf_results.py --record                  # about 15 minutes on 2 CPU cores
+    python scripts/lm_rlhf_results.py --record                  # 993 s on 2 CPU cores (seed 1), after pretraining
     python scripts/lm_rlhf_results.py --out-dir /tmp/lm --seed 2
 
 Results: SFT's held-out perplexity before and after; the reward model's held-out accuracy against VADER's labels;
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     from rlrun.rlhf.tiny_lm import tiny_lm_path
 
-    tiny_lm_path()  # pretrained once (about 3 minutes), cached after: not part of the stages' times
+    tiny_lm_path()  # pretrained once (about 20 minutes), cached after: not part of the stages' times
     sft, ppl_after, t_sft = run_stage("sft", ["+experiment=lm/sft", *common], out)
     ppl_before = curve(sft, "charts/heldout_perplexity")[0][1]
     rm, rm_accuracy, t_rm = run_stage("reward_model", ["+experiment=lm/reward_model", f"algo.text.model={sft}",
