@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from rlrun.rlhf.lm import (collate_pairs, cross_entropy_loss, filter_logits, left_pad, pair_logprobs, positions,
+from rlrun.rlhf.lm import (collate_pairs, collate_responses, cross_entropy_loss, filter_logits, left_pad,
+                           length_buckets, pair_logprobs, positions, summed_logprobs,
                            response_mask_of, sample)
 
 EOS, PAD = 5, 6
@@ -64,9 +65,52 @@ def test_sft_loss_counts_only_response_tokens():
     full = cross_entropy_loss(logits, batch.input_ids[:, 1:], batch.attention_mask[:, 1:])
     p12 = math.exp(4.0) / (math.exp(4.0) + vocab - 1)
     assert full.item() == pytest.approx((-math.log(p12) + 2 * math.log(vocab)) / 3, abs=1e-6)
-    summed, per_token = pair_logprobs(model, batch)
-    assert summed.item() == pytest.approx(-2 * math.log(vocab), abs=1e-6)
-    assert per_token[0, 0].item() == 0.0  # the prompt's transition 1 -> 2 is masked out
+    summed, per_token = pair_logprobs(model, collate_responses([([1, 2], [3, EOS])], PAD, EOS))
+    assert summed.item() == pytest.approx(-2 * math.log(vocab), abs=1e-6)  # the prompt's transition never counts
+    assert per_token[0].tolist() == pytest.approx([-math.log(vocab)] * 2, abs=1e-6)
+
+
+def test_collate_responses_aligns_responses_after_left_padded_prompts():
+    batch = collate_responses([([1, 2], [3, EOS]), ([1], [2, 3, 4])], PAD, EOS)
+    assert batch.query.tolist() == [[1, 2], [PAD, 1]]
+    assert batch.query_mask.tolist() == [[1, 1], [0, 1]]
+    assert batch.response.tolist() == [[3, EOS, PAD], [2, 3, 4]]
+    assert batch.response_mask.tolist() == [[1, 1, 0], [1, 1, 1]]
+    assert batch.ended.tolist() == [True, False]  # the second was cut before its EOS
+
+
+def test_padded_batch_log_probs_equal_each_sequence_alone():
+    # a real GPT-2 with the LM head on the response positions only: padding on both sides must change nothing
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=11, n_positions=16, n_embd=16,
+                                                                 n_layer=2, n_head=2)).eval()
+    pairs = [([1, 2, 3], [4, EOS]), ([7], [8, 9, 2, EOS]), ([3, 3], [1])]
+    summed, per_token = pair_logprobs(model, collate_responses(pairs, PAD, EOS))
+    for row, (prompt, response) in enumerate(pairs):
+        ids = torch.tensor([prompt + response])
+        alone = model(input_ids=ids).logits[0].log_softmax(-1)  # no padding, no masks, every position's logits
+        expected = [alone[len(prompt) - 1 + t, token].item() for t, token in enumerate(response)]
+        assert per_token[row, :len(response)].tolist() == pytest.approx(expected, abs=1e-5)
+        assert per_token[row, len(response):].abs().sum().item() == 0.0
+        assert summed[row].item() == pytest.approx(sum(expected), abs=1e-5)
+    # the same through length buckets (the long pair goes alone, the others together), back in the input's order
+    longer = pairs + [([1] * 6, [2] * 9)]
+    bucketed = summed_logprobs(model, longer, PAD, EOS, torch.device("cpu"))
+    assert bucketed[:3].tolist() == pytest.approx(summed.tolist(), abs=1e-5)
+    ids = torch.tensor([longer[3][0] + longer[3][1]])
+    alone = model(input_ids=ids).logits[0].log_softmax(-1)
+    assert bucketed[3].item() == pytest.approx(sum(alone[5 + t, 2].item() for t in range(9)), abs=1e-5)
+
+
+def test_length_buckets_minimize_padding_plus_call_overhead():
+    # three short sequences and a long one: together 4 * (10 + 30) + 64 = 224 positions, apart 3 * 4 + 64 + 40 + 64 = 180
+    assert length_buckets([(2, 2), (10, 30), (2, 2), (2, 2)], overhead_tokens=64) == [[0, 2, 3], [1]]
+    # with a costly call they share one: 160 + 1000 < 52 + 2 * 1000; the group lists them shortest first
+    assert length_buckets([(2, 2), (10, 30), (2, 2), (2, 2)], overhead_tokens=1000) == [[0, 2, 3, 1]]
+    # free calls: every distinct length alone (any merge pads); equal lengths share a call
+    assert length_buckets([(1, 3), (1, 1), (1, 2)], overhead_tokens=0) == [[1], [2], [0]]
+    assert length_buckets([(3, 4)] * 5) == [[0, 1, 2, 3, 4]]
 
 
 def test_sampling_pads_after_eos_and_masks_it():

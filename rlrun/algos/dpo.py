@@ -29,8 +29,8 @@ from rlrun.core.config import check_bool, check_choice, check_int, check_number,
 from rlrun.core.registry import AlgoSpec, register
 from rlrun.core.run import Run, resolve_device
 from rlrun.core.state import Counters
-from rlrun.rlhf.lm import (MODEL_DIR, collate_pairs, encode_prompt, encode_response, epoch_batches, fit_pair,
-                          load_causal_config, load_policy_and_reference, pair_logprobs, resolve_model, save_model)
+from rlrun.rlhf.lm import (MODEL_DIR, encode_prompt, encode_response, epoch_batches, fit_pair, load_causal_config,
+                          load_policy_and_reference, resolve_model, save_model, summed_logprobs)
 from rlrun.rlhf.objectives import DPO_LOSS_TYPES, dpo_loss
 from rlrun.rlhf.preference_data import load_prompts
 from rlrun.rlhf.text_reward import split_pairs
@@ -92,7 +92,7 @@ def train(cfg: DictConfig, run: Run) -> float:
     def logprobs(network, rows: np.ndarray) -> torch.Tensor:
         """(len(rows), 2) summed log-probabilities of the chosen (column 0) and rejected (1) responses."""
         sequences = [(encoded[i][0], encoded[i][1]) for i in rows] + [(encoded[i][0], encoded[i][2]) for i in rows]
-        summed, _ = pair_logprobs(network, collate_pairs(sequences, tokenizer.pad_token_id).to(device))
+        summed = summed_logprobs(network, sequences, tokenizer.pad_token_id, tokenizer.eos_token_id, device)
         return summed.view(2, len(rows)).T
 
     @torch.no_grad()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from rlrun.rlhf.tiny_lm import TINY_LM_NAME, tiny_lm_path
 MODEL_DIR = "model"  # <run dir>/model/: the model a language-model run writes (save_pretrained)
 REWARD_DIR = "reward_model"  # <run dir>/reward_model/: the text reward model of algo=reward_model algo.data=text
 HUB_LOGGER = "huggingface_hub"  # its download retries warn on this logger; silenced while a model loads
+BUCKET_OVERHEAD_TOKENS = 64  # length_buckets: a forward call's fixed cost, in token positions (measured on CPU)
 log = logging.getLogger(__name__)
 
 
@@ -272,22 +274,23 @@ def positions(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[target]: (B, L, V) float logits and (B, L) int64 targets -> (B, L) float32."""
+    """log softmax(logits)[target]: (B, L, V) float logits and (B, L) int64 targets -> (B, L) float32.
+
+    Computed as logit[target] - logsumexp(logits), which never materializes the (B, L, V) log-softmax (half the
+    memory traffic of ``log_softmax`` + ``gather`` on a 50k vocabulary)."""
     logits = logits.float()
-    return torch.gather(logits.log_softmax(dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+    return torch.gather(logits, 2, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)
 
 
-def pair_logprobs(model: Any, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probabilities of every response token of a :class:`PairBatch` under ``model``.
+def pair_logprobs(model: Any, batch: Samples) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of every response token of a batch from :func:`collate_responses` under ``model``.
 
     Returns:
-        (summed log-probabilities of each response (B,), per-token log-probabilities (B, L - 1) masked to the
-        response tokens: entry t is log pi(input_ids[t + 1] | input_ids[:t + 1])).
+        (summed log-probabilities of each response (B,), per-token log-probabilities (B, T) of the response tokens,
+        0 where ``response_mask`` is 0).
     """
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                   position_ids=positions(batch.attention_mask)).logits[:, :-1]
-    mask = batch.response_mask[:, 1:].to(torch.float32)
-    per_token = token_logprobs(logits, batch.input_ids[:, 1:]) * mask
+    logits, _ = sequence_forward(model, batch)
+    per_token = token_logprobs(logits, batch.response) * batch.response_mask.to(torch.float32)
     return per_token.sum(dim=1), per_token
 
 
@@ -331,6 +334,10 @@ class Samples:
     response_mask: torch.Tensor
     ended: torch.Tensor
 
+    def to(self, device: torch.device) -> Samples:
+        return Samples(self.query.to(device), self.query_mask.to(device), self.response.to(device),
+                       self.response_mask.to(device), self.ended.to(device))
+
 
 def left_pad(prompts: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, P) int64 ids and mask of B prompts padded on the left to the longest."""
@@ -342,6 +349,61 @@ def left_pad(prompts: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor,
             ids[row, width - len(p):] = torch.tensor(p, dtype=torch.long)
             mask[row, width - len(p):] = 1
     return ids, mask
+
+
+def collate_responses(pairs: list[tuple[list[int], list[int]]], pad_token_id: int, eos_token_id: int) -> Samples:
+    """B (prompt ids, response ids) pairs as :class:`Samples`: prompts left-padded to P, responses right-padded to
+    T with ``response_mask`` 1 on each response's tokens; ``ended`` is True where a response ends with EOS (one cut
+    by a maximum length does not). Every row's response then starts at column P, which lets
+    :func:`sequence_forward` run the LM head on the response positions only (DPO's log-probabilities)."""
+    query, query_mask = left_pad([p for p, _ in pairs], pad_token_id)
+    width = max(len(r) for _, r in pairs)
+    response = torch.full((len(pairs), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(pairs), width), dtype=torch.long)
+    for row, (_, r) in enumerate(pairs):
+        response[row, :len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[row, :len(r)] = 1
+    ended = torch.tensor([bool(r) and r[-1] == eos_token_id for _, r in pairs])
+    return Samples(query, query_mask, response, mask, ended)
+
+
+def length_buckets(shapes: list[tuple[int, int]], overhead_tokens: int = BUCKET_OVERHEAD_TOKENS) -> list[list[int]]:
+    """Split B (prompt length, response length) sequences into groups that are run through the model one group per
+    forward call, to spend as little compute on padding as possible.
+
+    A group of n sequences laid out by :func:`collate_responses` costs n * (longest prompt + longest response)
+    token positions, plus ``overhead_tokens`` for the call itself. The sequences are sorted by total length and
+    cut into contiguous groups by dynamic programming to minimize the summed cost (exact for that order; a batch
+    of equal lengths stays one group). Returns lists of indices into ``shapes``, each group in ascending length.
+    """
+    order = sorted(range(len(shapes)), key=lambda i: (shapes[i][0] + shapes[i][1], i))
+    best, cut = [0.0] + [math.inf] * len(order), [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        longest_prompt = longest_response = 0
+        for start in range(end - 1, -1, -1):  # the group order[start:end]
+            prompt, response = shapes[order[start]]
+            longest_prompt, longest_response = max(longest_prompt, prompt), max(longest_response, response)
+            cost = best[start] + (end - start) * (longest_prompt + longest_response) + overhead_tokens
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups, end = [], len(order)
+    while end > 0:
+        groups.append(order[cut[end]:end])
+        end = cut[end]
+    return groups[::-1]
+
+
+def summed_logprobs(model: Any, pairs: list[tuple[list[int], list[int]]], pad_token_id: int, eos_token_id: int,
+                    device: torch.device) -> torch.Tensor:
+    """Summed log-probability of each response given its prompt, log pi(response | prompt): (B,) float32 nats,
+    differentiable when ``model`` is. The sequences go through the model in :func:`length_buckets` groups, so a
+    batch of mixed lengths is not padded to its longest member; the values equal those of one padded batch."""
+    summed = torch.empty(len(pairs), dtype=torch.float32, device=device)
+    groups = length_buckets([(len(p), len(r)) for p, r in pairs])
+    parts = [pair_logprobs(model, collate_responses([pairs[i] for i in group], pad_token_id, eos_token_id)
+                           .to(device))[0] for group in groups]
+    index = torch.tensor([i for group in groups for i in group], device=device)
+    return summed.index_copy(0, index, torch.cat(parts))
 
 
 @torch.no_grad()
@@ -405,16 +467,28 @@ def decode_responses(tokenizer: Any, samples: Samples) -> list[str]:
     return texts
 
 
+def _keeps_logits(model: Any) -> bool:
+    """Whether ``model.forward`` takes ``logits_to_keep`` (transformers' causal LMs do: the LM head then runs on
+    the last positions only)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def sequence_forward(model: Any, samples: Samples, output_hidden: bool = False) -> tuple[torch.Tensor, Any]:
     """Run ``model`` over prompt + response; returns the logits that predict the T response tokens (B, T, V) and
-    the last layer's hidden states at the same positions (B, T, H) if ``output_hidden``, else None."""
+    the last layer's hidden states at the same positions (B, T, H) if ``output_hidden``, else None.
+
+    As the prompts are left-padded, the T + 1 last positions are the same in every row, so the LM head (and its
+    (B, L, V) logits, the largest tensor of a small model) is computed on those only where the model allows it."""
     ids = torch.cat([samples.query, samples.response], dim=1)
     attention = torch.cat([samples.query_mask, samples.response_mask], dim=1)
+    steps = samples.response.shape[1]
+    extra = {"logits_to_keep": steps + 1} if _keeps_logits(model) else {}
     output = model(input_ids=ids, attention_mask=attention, position_ids=positions(attention),
-                   output_hidden_states=output_hidden)
+                   output_hidden_states=output_hidden, **extra)
     start, end = samples.query.shape[1] - 1, ids.shape[1] - 1
     hidden = output.hidden_states[-1][:, start:end] if output_hidden else None
-    return output.logits[:, start:end], hidden
+    logits = output.logits[:, :steps] if extra else output.logits[:, start:end]
+    return logits, hidden
 
 
 def entropy_of(logits: torch.Tensor) -> torch.Tensor:
