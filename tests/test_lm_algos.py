@@ -5,6 +5,7 @@ the stages compose through their run directories; bad input is one ConfigError b
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -185,3 +186,18 @@ def test_reward_model_trains_on_rankings_expanded_into_pairs(small_lm, text_file
     stats = json.loads((tmp_path / "rm" / "reward_model" / "reward_stats.json").read_text())
     # 8 rankings of 3 responses: 3 pairs each, 24 in all, a quarter of them held out
     assert stats["count"] == 2 * 18
+
+
+def test_bfloat16_runs_of_sft_dpo_and_ppo_rlhf_train_in_bfloat16(small_lm, text_files, tmp_path, make_cfg):
+    # algo.dtype=bfloat16 is meant for GPUs; the code path is the same on the CPU, which torch runs in bf16 too
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    for name, args in (("sft", sft_args(small_lm, text_files)), ("dpo", dpo_args(small_lm, text_files)),
+                       ("ppo", ppo_args(small_lm, text_files))):
+        run_training(make_cfg(*args, "algo.dtype=bfloat16"), tmp_path / name)
+        scalars = scalar_values(tmp_path / name)
+        loss_tag = {"sft": "losses/sft_loss", "dpo": "losses/dpo_loss", "ppo": "losses/policy_loss"}[name]
+        assert loss_tag in scalars and all(math.isfinite(v) for _, v in scalars[loss_tag]), name
+        saved = AutoModelForCausalLM.from_pretrained(tmp_path / name / "model", dtype="auto")
+        assert next(saved.parameters()).dtype == torch.bfloat16, name  # the weights were trained and saved in bf16
