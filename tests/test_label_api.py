@@ -154,3 +154,21 @@ def test_a_synthetic_labels_file_is_not_appended_to(segments_file, capsys):
     (segments_file.parent / "labels.jsonl").write_text('{"a": 10, "b": 11, "label": 1.0, "split": "train"}\n')
     assert main([str(segments_file), "--port", "0"]) == 2
     assert "not an answer written by rlrun-label" in capsys.readouterr().err
+
+
+def test_a_pbrl_queue_round_trip_with_a_skip(tmp_path):
+    from rlrun.rlhf.labelling import HumanQueue
+
+    queue = HumanQueue(tmp_path, "CartPole-v1", (4,))
+    for segment in (1, 2, 3, 4):
+        queue.add_segment(segment, np.full((5, 4), segment, np.float32), np.zeros(5, np.int64), np.ones(5, np.float32))
+    queue.enqueue([(1, 2), (3, 4)])
+    client, store = client_for(tmp_path)  # the run directory: its labelling/ queue
+    item = client.get("/api/next", params={"session": "A"}).json()["item"]
+    assert item["id"] == "1-2"
+    assert post(client, "/api/skip", session="A", item="1-2", labeler="ann").status_code == 200
+    item = client.get("/api/next", params={"session": "A"}).json()["item"]
+    assert post(client, "/api/answer", session="A", item=item["id"], label=0, labeler="ann").status_code == 200
+    assert queue.skipped() == {(1, 2)} and queue.answers() == [(3, 4, 0.0)]
+    queue.enqueue([(2, 3)])  # the run asks more while the page is open
+    assert client.get("/api/next", params={"session": "A"}).json()["item"]["id"] == "2-3"

@@ -14,8 +14,20 @@ The loop, inside every PPO iteration (:func:`rlrun.algos.ppo.train` with a ``fee
 3. the reward ensemble is retrained on all labels so far (each member on a fresh bootstrap sample);
 4. the rollout's rewards are replaced by the normalized ensemble-mean reward, and PPO updates on them.
 
+With ``algo.labeler=human`` people answer instead, asynchronously as in Christiano et al.: step 2 writes
+the chosen pairs' clips and appends the pairs to the queue in ``<run dir>/labelling/``
+(:class:`rlrun.rlhf.labelling.HumanQueue`; a pair is never asked twice), where ``rlrun-label <run dir>``
+serves them, and training goes on. Every iteration reads the answers that arrived in ``labels.jsonl``
+(answers to pairs the run never asked are ignored) and retrains on them (step 3). Only answers count
+towards the schedule: each time the run asks for the labels due minus the pairs already asked (answered
+or outstanding). Before the first fit it waits for ``human.min_answers`` answers, polling the file every
+``human.poll_interval`` seconds; a stop signal ends the wait, and after ``human.wait_timeout`` seconds
+(0: none) the run stops as on a stop signal, with a resumable checkpoint. The answers taken are in the
+checkpoint, the queue and the answers on disk: a resumed run loses no answer and asks no pair again.
+
 The reward is r(s, a) as in Christiano et al.; ``reward_model.use_actions=false`` makes it r(s), and
 ``reward_model.use_next_obs=true`` makes it r(s, a, s'), which also sees the observation each step led to.
+Until the first fit it is the untrained ensemble's.
 
 Logs charts/episodic_return (the true return), charts/learned_episodic_return, charts/labels (used so
 far), charts/reward_model_accuracy (of the model before it trains on them, on the newly labelled pairs),
@@ -25,35 +37,52 @@ rollout's segments. Writes ``reward_model.pt`` at the end (usable with ``reward=
 
 from __future__ import annotations
 
+import signal
+import time
+
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from rlrun.algos import ppo
-from rlrun.core.config import ConfigError, check_bool, check_choice, check_int, check_number
+from rlrun.core.config import ConfigError, check_bool, check_choice, check_int, check_number, fail, get
 from rlrun.core.registry import AlgoSpec, register
 from rlrun.core.run import Run, resolve_device
 from rlrun.envs.factory import env_spaces
 from rlrun.rlhf.fitting import evaluate_pairs, fitter_from_config, validate_model_keys
+from rlrun.rlhf.labelling import HumanQueue
 from rlrun.rlhf.preference_data import cut_segments
 from rlrun.rlhf.preferences import SyntheticLabeler, correlations
 from rlrun.rlhf.reward_models import action_features_size, save_reward_model
+
+HUMAN = "human"  # algo.labeler=human: people answer through rlrun-label
 
 
 def validate(cfg: DictConfig) -> None:
     """PPO's checks plus the preference learner's keys; raises ConfigError."""
     ppo.validate(cfg)
     a = "algo."
-    check_int(cfg, a + "num_labels", low=1)
+    num_labels = check_int(cfg, a + "num_labels", low=1)
     check_number(cfg, a + "initial_label_fraction", low=0, high=1)
     check_number(cfg, a + "label_decay", low=0)
     check_int(cfg, a + "segment_length", low=1)
     check_int(cfg, a + "segment_pool", low=2)
     check_bool(cfg, a + "active_selection")
     check_int(cfg, a + "candidates_per_label", low=1)
-    check_choice(cfg, a + "labeler.mode", ["deterministic", "bradley_terry"])
-    check_number(cfg, a + "labeler.temperature", low=0, low_open=True)
-    check_number(cfg, a + "labeler.random_answer_prob", low=0, high=1)
+    labeler = get(cfg, a + "labeler")
+    if isinstance(labeler, DictConfig):
+        check_choice(cfg, a + "labeler.mode", ["deterministic", "bradley_terry"])
+        check_number(cfg, a + "labeler.temperature", low=0, low_open=True)
+        check_number(cfg, a + "labeler.random_answer_prob", low=0, high=1)
+    elif labeler != HUMAN:
+        fail(a + "labeler", labeler, f"{HUMAN} (people answer with rlrun-label) or the synthetic labeler's keys "
+             "(mode, temperature, random_answer_prob)")
+    else:
+        min_answers = check_int(cfg, a + "human.min_answers", low=1)
+        if min_answers > num_labels:
+            fail(a + "human.min_answers", min_answers, f"at most algo.num_labels={num_labels} (no more are asked)")
+        check_number(cfg, a + "human.wait_timeout", low=0)
+        check_number(cfg, a + "human.poll_interval", low=0, low_open=True)
     r = a + "reward_model."
     validate_model_keys(cfg, r)
     check_int(cfg, r + "initial_epochs", low=1)
@@ -84,8 +113,12 @@ class PreferenceLearner:
         self.cfg, self.run = cfg, run
         self.fitter = fitter_from_config(r, obs_space.shape, action_space, resolve_device(cfg.device), int(cfg.seed))
         self.ensemble = self.fitter.ensemble
-        self.labeler = SyntheticLabeler(a.labeler.mode, float(a.labeler.temperature),
-                                        float(a.labeler.random_answer_prob), seed=int(cfg.seed))
+        self.human = not isinstance(a.labeler, DictConfig)  # validate allows only "human" besides the dict
+        self.labeler = None if self.human else SyntheticLabeler(
+            a.labeler.mode, float(a.labeler.temperature), float(a.labeler.random_answer_prob), seed=int(cfg.seed))
+        self.queue = HumanQueue(run.dir, cfg.env.id, obs_space.shape) if self.human else None
+        self.asked = set(self.queue.queued()) if self.human else set()  # (a, b) pairs queued, read back on resume
+        self.consumed: set[tuple[int, int]] = set()  # (a, b) pairs whose answers the fitter has
         self.rng = np.random.default_rng(int(cfg.seed))  # pair selection
         self.pool: list[tuple[np.ndarray | int, ...]] = []  # (id, obs, actions, true rewards[, next obs])
         self.next_id = 0
@@ -109,10 +142,15 @@ class PreferenceLearner:
         scalars = {}
         batch = rewards.size  # the schedule runs from the first rollout (0) to the last (1)
         progress = (global_step - batch) / max(self.run.total - batch - self.run.total % batch, 1)
+        # people: every pair asked so far counts, answered or outstanding (a skipped one not: another is asked
+        # instead), so the queue keeps to the schedule
+        have = len(self.asked - self.queue.skipped()) if self.human else self.labels_used
         need = labels_due(min(progress, 1.0), int(a.num_labels), float(a.initial_label_fraction),
-                          float(a.label_decay)) - self.labels_used
+                          float(a.label_decay)) - have
         if need > 0 and len(self.pool) >= 2:
             scalars.update(self.request_labels(need))
+        if self.human:
+            scalars.update(self.take_answers())
         T, N = rewards.shape
         learned = self.ensemble.reward(*(None if x is None else x.reshape(T * N, *x.shape[2:])
                                          for x in (obs, actions, next_obs))).cpu().numpy().reshape(T, N)
@@ -130,40 +168,113 @@ class PreferenceLearner:
         return learned.astype(np.float32)
 
     def request_labels(self, need: int) -> dict[str, float]:
-        """Choose ``need`` pairs from the pool, label them, and retrain; returns scalars to log."""
-        a, r = self.cfg.algo, self.cfg.algo.reward_model
+        """Choose up to ``need`` pairs from the pool; label them and retrain (synthetic labeler), or queue them
+        for people. Returns scalars to log."""
+        first, second = self.choose_pairs(need)
+        pairs = [(self.pool[i][0], self.pool[j][0]) for i, j in zip(first, second)]
+        if self.human:
+            if not pairs:
+                return {}
+            for index in np.unique(np.concatenate([first, second])):
+                self.queue.add_segment(self.pool[index][0], *self.pool[index][1:])
+            self.queue.enqueue(pairs)
+            self.asked.update(pairs)
+            return {}
+        true = np.array([seg[3].sum() for seg in self.pool], np.float64)
+        labels = self.labeler(true[first], true[second])
+        return self.learn({self.pool[i][0]: self.pool[i][1:] for i in np.concatenate([first, second])}, pairs, labels)
+
+    def choose_pairs(self, need: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pool indices of up to ``need`` pairs: random ones, or with active selection the candidates with the
+        largest disagreement of the members. For people, pairs asked before (either way round) are left out."""
+        a = self.cfg.algo
         n = len(self.pool)
         candidates = need * int(a.candidates_per_label) if a.active_selection and self.trained else need
         first = self.rng.integers(0, n, candidates)
         second = (first + self.rng.integers(1, n, candidates)) % n
-        if candidates > need:  # active selection: the largest disagreement of the members
+        if self.human:
+            seen, keep = {frozenset(pair) for pair in self.asked}, []
+            for k, (i, j) in enumerate(zip(first, second)):
+                pair = frozenset((self.pool[i][0], self.pool[j][0]))
+                if pair not in seen:
+                    seen.add(pair)
+                    keep.append(k)
+            first, second = first[keep], second[keep]
+        if len(first) > need:  # active selection: the largest disagreement of the members
             returns = self.predicted_returns([seg[1:] for seg in self.pool])  # (K, n)
             disagreement = torch.sigmoid(returns[:, first] - returns[:, second]).std(0) if len(returns) > 1 \
                 else -torch.sigmoid(returns[0, first] - returns[0, second]).sub(0.5).abs()  # K = 1: nearest to 0.5
             chosen = torch.argsort(disagreement, descending=True)[:need].numpy()
             first, second = first[chosen], second[chosen]
-        true = np.array([seg[3].sum() for seg in self.pool], np.float64)
-        labels = self.labeler(true[first], true[second])
-        new_rows = []
-        for index in np.unique(np.concatenate([first, second])):
-            seg_id = self.pool[index][0]
-            if seg_id not in self.fitter_row:
-                self.fitter_row[seg_id] = len(self.fitter_row)
-                new_rows.append(index)
-        pairs = np.array([[self.fitter_row[self.pool[i][0]], self.fitter_row[self.pool[j][0]]]
-                          for i, j in zip(first, second)], np.int64)
+        return first, second
+
+    def take_answers(self) -> dict[str, float]:
+        """Retrain on the people's answers that arrived since the last call; before the first fit, wait for
+        ``human.min_answers`` of them once that many pairs are queued. Returns scalars to log."""
+        want = int(self.cfg.algo.human.min_answers)
+        fresh = self.new_answers()
+        if not self.trained and len(fresh) < want:
+            if len(self.asked) < want:
+                return {}
+            fresh = self.wait_for_answers(fresh, want)
+            if len(fresh) < want:
+                return {}
+        if not fresh:
+            return {}
+        clips = {}
+        for seg_id in {i for a, b, _ in fresh for i in (a, b)} - set(self.fitter_row):
+            segment = self.queue.segment(seg_id)
+            clips[seg_id] = tuple(segment[k] for k in ("obs", "actions", "rewards", "next_obs") if k in segment)
+        scalars = self.learn(clips, [(a, b) for a, b, _ in fresh], np.array([y for *_, y in fresh], np.float32))
+        self.consumed.update((a, b) for a, b, _ in fresh)
+        return scalars
+
+    def new_answers(self) -> list[tuple[int, int, float]]:
+        """(a, b, label) of the answers in labels.jsonl to pairs this run asked and has not learned from yet
+        (the first answer of a pair counts)."""
+        fresh: dict[tuple[int, int], float] = {}
+        for a, b, label in self.queue.answers():
+            if (a, b) in self.asked and (a, b) not in self.consumed:
+                fresh.setdefault((a, b), label)
+        return [(a, b, label) for (a, b), label in fresh.items()]
+
+    def wait_for_answers(self, fresh: list, want: int) -> list[tuple[int, int, float]]:
+        """Poll labels.jsonl until ``want`` new answers are there, a stop signal arrives or ``human.wait_timeout``
+        passes (then stop the run as a stop signal does: it ends with a resumable checkpoint)."""
+        h, where = self.cfg.algo.human, self.run.dir
+        timeout, start = float(h.wait_timeout), time.monotonic()
+        print(f"rlrun: waiting for {want - len(fresh)} answers: label with rlrun-label {where}", flush=True)
+        while len(fresh) < want and not self.run.should_stop:
+            if timeout and time.monotonic() - start >= timeout:
+                print(f"rlrun: {len(fresh)} of algo.human.min_answers={want} answers after algo.human.wait_timeout="
+                      f"{timeout:g} s: stopping with a checkpoint; label with rlrun-label {where}, then continue "
+                      f"with rlrun resume={where}", flush=True)
+                self.run.stop_signal = signal.SIGTERM  # what a SIGTERM does: end the loop, write a checkpoint
+                break
+            time.sleep(float(h.poll_interval))
+            fresh = self.new_answers()
+        return fresh
+
+    def learn(self, clips: dict[int, tuple], pairs: list[tuple[int, int]], labels: np.ndarray) -> dict[str, float]:
+        """Add labelled ``pairs`` of segment ids (``clips``: id -> clip, for those the fitter may not have yet) to
+        the fitter and retrain; returns the accuracy on them before training, and the loss."""
+        r = self.cfg.algo.reward_model
+        new_ids = sorted(i for i in clips if i not in self.fitter_row)
+        for seg_id in new_ids:
+            self.fitter_row[seg_id] = len(self.fitter_row)
+        rows = np.array([[self.fitter_row[a], self.fitter_row[b]] for a, b in pairs], np.int64)
         scalars = {}
         stored = (self.fitter.obs, self.fitter.actions, self.fitter.next_obs)
-        new = self.arrays([self.pool[i][1:] for i in new_rows]) if new_rows else [x if x is None else x[:0] for x in stored]
+        new = self.arrays([clips[i] for i in new_ids]) if new_ids else [x if x is None else x[:0] for x in stored]
         if self.trained:  # accuracy on fresh labels, before training on them
             every = [x if x is None else np.concatenate([x, fresh]) for x, fresh in zip(stored, new)]
             scalars["charts/reward_model_accuracy"] = evaluate_pairs(
-                self.ensemble, every[0], every[1], pairs, labels, float(r.random_answer_prob), every[2])["accuracy"]
-        self.fitter.add(new[0], new[1], pairs, labels, new[2])
+                self.ensemble, every[0], every[1], rows, labels, float(r.random_answer_prob), every[2])["accuracy"]
+        self.fitter.add(new[0], new[1], rows, labels, new[2])
         epochs = int(r.epochs) if self.trained else int(r.initial_epochs)
         scalars["losses/preference_loss"] = self.fitter.fit(epochs)
         self.trained = True
-        self.labels_used += need
+        self.labels_used += len(pairs)
         return scalars
 
     @staticmethod
@@ -179,23 +290,34 @@ class PreferenceLearner:
                                                    for x in self.arrays(clips))).cpu()
 
     def state_dict(self) -> dict:
-        """Everything needed to continue exactly (tensors and plain values)."""
-        return {"fitter": self.fitter.state_dict(), "labeler_rng": self.labeler.rng.bit_generator.state,
-                "rng": self.rng.bit_generator.state, "next_id": self.next_id, "labels_used": self.labels_used,
-                "trained": self.trained, "learned_returns": torch.from_numpy(self.learned_returns.copy()),
-                "pool_ids": torch.tensor([seg[0] for seg in self.pool], dtype=torch.int64),
-                "pool": [tuple(torch.from_numpy(x) for x in seg[1:]) for seg in self.pool],
-                "fitter_ids": torch.tensor(list(self.fitter_row), dtype=torch.int64)}
+        """Everything needed to continue exactly (tensors and plain values); people's queue and answers are on disk."""
+        state = {"fitter": self.fitter.state_dict(), "rng": self.rng.bit_generator.state, "next_id": self.next_id,
+                 "labels_used": self.labels_used, "trained": self.trained,
+                 "learned_returns": torch.from_numpy(self.learned_returns.copy()),
+                 "pool_ids": torch.tensor([seg[0] for seg in self.pool], dtype=torch.int64),
+                 "pool": [tuple(torch.from_numpy(x) for x in seg[1:]) for seg in self.pool],
+                 "fitter_ids": torch.tensor(list(self.fitter_row), dtype=torch.int64)}
+        if self.human:
+            state["consumed"] = torch.tensor(sorted(self.consumed), dtype=torch.int64).reshape(-1, 2)
+        else:
+            state["labeler_rng"] = self.labeler.rng.bit_generator.state
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`'s output."""
         self.fitter.load_state_dict(state["fitter"])
-        self.labeler.rng.bit_generator.state = state["labeler_rng"]
         self.rng.bit_generator.state = state["rng"]
         self.next_id, self.labels_used, self.trained = state["next_id"], state["labels_used"], state["trained"]
         self.learned_returns = state["learned_returns"].numpy().copy()
         self.pool = [(int(i), *(x.numpy().copy() for x in seg)) for i, seg in zip(state["pool_ids"], state["pool"])]
         self.fitter_row = {int(i): row for row, i in enumerate(state["fitter_ids"])}
+        if self.human:
+            self.consumed = {(int(a), int(b)) for a, b in state["consumed"].tolist()}
+            # a process killed after its last checkpoint may have written clips of later ids: never reuse one
+            written = [int(p.stem) for p in (self.queue.dir / "segments").glob("*.npz") if p.stem.isdigit()]
+            self.next_id = max([self.next_id, *(i + 1 for i in written)])
+        else:
+            self.labeler.rng.bit_generator.state = state["labeler_rng"]
 
 
 def train(cfg: DictConfig, run: Run) -> float:

@@ -478,6 +478,17 @@ class HumanQueue:
         path = self.dir / "queue.jsonl"
         return [(int(r["a"]), int(r["b"])) for r in map(json.loads, _lines(path))]
 
+    def skipped(self) -> set[tuple[int, int]]:
+        """(a, b) pairs people skipped ("can't tell"): they give no label, and a run asks other pairs instead."""
+        out = set()
+        for line in _lines(self.labels_path.with_name(self.labels_path.stem + ".skipped.jsonl")):
+            try:
+                a, b = json.loads(line)["item"].split("-")
+            except (json.JSONDecodeError, KeyError, ValueError):
+                continue  # a line still being written
+            out.add((int(a), int(b)))
+        return out
+
     def answers(self) -> list[tuple[int, int, float]]:
         """(a, b, label) of every answer in ``labels.jsonl`` so far, in file order (a last line still being written
         is left for the next call)."""
