@@ -172,3 +172,12 @@ def test_a_pbrl_queue_round_trip_with_a_skip(tmp_path):
     assert queue.skipped() == {(1, 2)} and queue.answers() == [(3, 4, 0.0)]
     queue.enqueue([(2, 3)])  # the run asks more while the page is open
     assert client.get("/api/next", params={"session": "A"}).json()["item"]["id"] == "2-3"
+
+
+def test_segments_of_an_env_that_cannot_render_are_refused_before_serving(tmp_path, capsys):
+    path = Segments(np.zeros((2, 3, 8), np.float32), np.zeros((2, 3), np.int64), None, np.arange(2),
+                    "LunarLander-v3").save(tmp_path / "segments.npz")
+    assert main([str(path), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "LunarLander-v3" in err and err.count("\n") == 1  # one line
+    assert not (tmp_path / "labels.jsonl").exists()
