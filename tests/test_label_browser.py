@@ -90,3 +90,33 @@ def test_label_ten_pairs_by_clicks_and_keys_undo_and_survive_a_killed_server(tmp
         assert line["labeler"] == "tester"
     pairs, labels = load_labels(out, load_segments(source))  # what algo.labels_path reads
     assert len(pairs) == 10 and labels.tolist() == [given[line["item"]] for line in lines]
+
+
+def test_rank_three_answers_by_keys_with_a_tie(tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    from rlrun.rlhf.preference_data import load_rankings
+
+    path = tmp_path / "rankings.jsonl"
+    path.write_text(json.dumps({"prompt": "Say something kind.", "responses": ["You did well.", "Go away.", "Thanks!"],
+                                "ranking": [1, 3, 2]}) + "\n")
+    server, url = lb.start_server(path)
+    driver = lb.open_browser()
+    try:
+        lb.open_page(driver, url, "ranker")
+        shown = [li.text.split("\n")[-1] for li in driver.find_elements("css selector", "#ranking li .text")]
+        # select the last answer, move it to the top (Shift+Up twice), then tie the new second one with it (T)
+        keys = ActionChains(driver)
+        for key in (Keys.ARROW_DOWN, Keys.ARROW_DOWN):
+            keys.send_keys(key)
+        keys.key_down(Keys.SHIFT).send_keys(Keys.ARROW_UP).send_keys(Keys.ARROW_UP).key_up(Keys.SHIFT)
+        keys.send_keys(Keys.ARROW_DOWN).send_keys("t").send_keys(Keys.ENTER).perform()
+        lb.wait(driver, lambda d: lb.shown_item(d) == "", what="the ranking to be taken")
+    finally:
+        driver.quit()
+        lb.kill(server)
+    (ranking,) = load_rankings(tmp_path / "rankings.human.jsonl")
+    assert list(ranking.responses) == shown  # in the order the page showed them
+    # shown order [x, y, z] became [z, x, y] with x tied to z: ranks z=1, x=1, y=3
+    assert dict(zip(ranking.responses, ranking.ranks)) == {shown[2]: 1, shown[0]: 1, shown[1]: 3}
