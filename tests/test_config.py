@@ -23,16 +23,22 @@ TABULAR_ALGOS = {"value_iteration", "q_learning"}
 LM_ALGOS = {"sft", "dpo", "ppo_rlhf"}  # they train a language model on a text task
 TEXT_ENVS = {"sentiment", "text"}
 TEXT_ENV_NEEDS = {"sft": "env.demonstrations_path", "dpo": "env.prompts_path", "ppo_rlhf": "env.prompts_path"}
+BOARD_ENVS = {"tictactoe", "connect_four"}  # two-player board games, for algo=selfplay
 
 
 def expected_refusal(env: str, algo: str) -> str | None:
     """The start of the ConfigError validate() must raise for (env, algo) at their defaults, or None."""
+    if algo == "selfplay":  # two-player board games only
+        return None if env in BOARD_ENVS else (f"env='{env}' is not allowed: expected a two-player board game "
+                                               "(env.family=board) for algo=selfplay, one of tictactoe, connect_four")
     if algo in LM_ALGOS and env not in TEXT_ENVS:
         return f"env='{env}' is not allowed: expected a text task for algo={algo}"
     if algo in LM_ALGOS and env == "text":  # the user's own task: its files have no default
         return f"{TEXT_ENV_NEEDS[algo]}=None is not allowed: expected a JSONL file"
     if algo in LM_ALGOS:
         return None
+    if env in BOARD_ENVS:
+        return f"env='{env}' is not allowed: expected an environment for algo={algo}: a two-player board game"
     if algo == "reward_model" and env in TEXT_ENVS:
         return "algo.data='segments' is not allowed: expected text on a text task"
     if env in TEXT_ENVS:
@@ -66,7 +72,7 @@ def test_an_unregistered_algo_name_is_one_error_listing_the_registered_ones():
     with pytest.raises(ConfigError) as info:
         registry.get("rainbow")
     assert str(info.value) == ("algo.name='rainbow' is not allowed: expected one of bc, dagger, dpo, dqn, maxent_irl, "
-                               "pbrl, ppo, ppo_rlhf, q_learning, reinforce, reward_model, sft, td, value_iteration")
+                               "pbrl, ppo, ppo_rlhf, q_learning, reinforce, reward_model, selfplay, sft, td, value_iteration")
 
 
 @pytest.mark.parametrize("algo", ALGOS)

@@ -7,7 +7,7 @@ is one module here and one line below (docs/architecture.md).
 """
 
 from rlrun.algos import (bc, dagger, dpo, dqn, maxent_irl, pbrl, ppo, ppo_rlhf, q_learning, reinforce, reward_model,
-                         sft, td, value_iteration)
+                         selfplay, sft, td, value_iteration)
 
 __all__ = ["bc", "dagger", "dpo", "dqn", "maxent_irl", "pbrl", "ppo", "ppo_rlhf", "q_learning", "reinforce",
-           "reward_model", "sft", "td", "value_iteration"]
+           "reward_model", "selfplay", "sft", "td", "value_iteration"]

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 import rlrun.algos  # noqa: F401 (registers every algorithm)
 from rlrun.core import registry
 from rlrun.core.checkpoint import find_checkpoint, step_name
+from rlrun.core.config import ConfigError
 from rlrun.core.registry import AlgoSpec
 from rlrun.core.run import resolve_device
 from rlrun.data.demos import DemoRecorder, save_demos
@@ -148,6 +149,40 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, epsilon: 
     return {**result, "json": str(json_path)}
 
 
+def evaluate_board(path: str | Path, games: int | None = None, mcts_simulations: int = 0, video: bool | None = None,
+                   seed: int | None = None, device: str = "auto") -> dict[str, Any]:
+    """Evaluate a board-game checkpoint (algo=selfplay): its player, with MCTS at ``mcts_simulations`` > 0, against
+    random play and minimax; written to ``<run dir>/eval/<step>_mcts<N>.json``. Raises InputError."""
+    if games is not None and games < 1:
+        raise InputError(f"--games={games} is not allowed: expected an integer >= 1")
+    if mcts_simulations < 0:
+        raise InputError(f"--mcts-simulations={mcts_simulations} is not allowed: expected an integer >= 1 "
+                         "(or 0, the raw policy)")
+    torch_device = parse_device(device)
+    try:
+        ckpt_path, payload, run_dir = find_checkpoint(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    cfg = OmegaConf.create(payload["config"])
+    spec = registry.get(cfg.algo.name)
+    if spec.board_eval is None:
+        raise InputError(f"--mcts-simulations and --games are not allowed for algo={cfg.algo.name}: they are for "
+                         "board-game runs (algo=selfplay); use --episodes")
+    games = int(cfg.algo.eval_games) if games is None else games
+    seed = int(cfg.seed) + int(cfg.eval.seed_offset) if seed is None else seed
+    global_step = int(payload["global_step"])
+    name = f"{step_name(global_step)}_mcts{mcts_simulations}"
+    video_dir = run_dir / "videos" / name if (bool(cfg.eval.video) if video is None else video) else None
+    rates = spec.board_eval(cfg, payload, torch_device, mcts_simulations, games, seed, video_dir)
+    result = {"checkpoint": str(ckpt_path), "global_step": global_step, "mcts_simulations": mcts_simulations,
+              "games": games, "seed": seed, "rates": rates,
+              "video_dir": None if video_dir is None else str(video_dir)}
+    json_path = run_dir / "eval" / f"{name}.json"
+    json_path.parent.mkdir(exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    return {**result, "json": str(json_path)}
+
+
 def write_scalars(run_dir: str | Path, global_step: int, returns: list[float]) -> None:
     """Log eval/episodic_return (each return) and eval/mean_return at ``global_step`` into a new
     TensorBoard event file in ``<run_dir>/eval/`` (TensorBoard shows it as the run's "eval" curves;
@@ -180,8 +215,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-demos", metavar="PATH",
                         help="also write the episodes (observations, actions, true rewards) to PATH (.npz) as "
                         "demonstrations for algo=bc, dagger or maxent_irl")
+    parser.add_argument("--mcts-simulations", type=int, metavar="N",
+                        help="board games (algo=selfplay): play with MCTS at N simulations per move (0: the raw policy)")
+    parser.add_argument("--games", type=int, metavar="G",
+                        help="board games: games per opponent (default: the run's algo.eval_games)")
     args = parser.parse_args(argv)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen: no display wanted, no warning
+    board = args.mcts_simulations is not None or args.games is not None
+    if not board:
+        try:
+            _, payload, _ = find_checkpoint(args.path)
+            board = registry.get(payload["config"]["algo"]["name"]).board_eval is not None
+        except (FileNotFoundError, ValueError, KeyError, TypeError, ConfigError):
+            board = False  # evaluate_checkpoint reports the problem
+    if board:
+        try:
+            if args.episodes is not None or args.epsilon is not None or args.save_demos is not None:
+                raise InputError("--episodes, --epsilon and --save-demos are not allowed for a board-game run: "
+                                 "use --games and --mcts-simulations")
+            r = evaluate_board(args.path, args.games, args.mcts_simulations or 0, args.video, args.seed, args.device)
+        except InputError as exc:
+            print(f"rlrun-eval: {str(exc).splitlines()[0]}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_BAD_INPUT)
+        table = ", ".join(f"{key.split('/')[1]} {value:.2f}" for key, value in r["rates"].items()
+                          if key.endswith("/win"))
+        print(f"rlrun-eval: step {r['global_step']}, MCTS {r['mcts_simulations']} simulations, {r['games']} games per "
+              f"opponent: win rates {table}; written to {r['json']}", flush=True)
+        return
     try:
         r = evaluate_checkpoint(args.path, args.episodes, args.epsilon, args.video, args.seed, args.device,
                                 args.save_demos)

@@ -47,7 +47,10 @@ class AlgoSpec:
         learned_reward: it can train on ``reward=learned`` (its envs take the learned-reward wrapper).
         task: what ``env`` must be: ``env`` (an RL environment), ``text`` (a text task, ``env.family=text``, for
             the language-model algorithms, which check it themselves) or ``both`` (either; the algorithm's
-            validate checks a text task).
+            validate checks a text task) or ``board`` (a two-player board game, ``env.family=board``, checked by
+            the algorithm's validate).
+        board_eval: for board games, ``board_eval(cfg, state, device, mcts_simulations, games, seed, video_dir)``
+            -> win/draw/loss rates of a checkpoint's player against the evaluation opponents (``rlrun-eval``).
     """
 
     name: str
@@ -59,6 +62,7 @@ class AlgoSpec:
     metric: str | None = None
     learned_reward: bool = False
     task: str = "env"
+    board_eval: Callable[..., dict[str, float]] | None = None
 
 
 _SPECS: dict[str, AlgoSpec] = {}

@@ -22,11 +22,15 @@ def validate_env(cfg: DictConfig) -> None:
 
     Raises:
         ConfigError: unknown ALE game or gymnasium id, a preprocessing that does not
-            fit the env family, or a bad preprocessing value.
+            fit the env family, or a bad preprocessing value; a text task or a board game
+            (algo=selfplay checks its own: rlrun.envs.board.validate_board_env).
     """
     if get(cfg, "env.family") == "text":
         fail("env", get(cfg, "env.name"), f"an environment for algo={get(cfg, 'algo.name')}: a text task (env.family=text) "
              "is for the language-model algorithms sft, dpo and ppo_rlhf")
+    if get(cfg, "env.family") == "board":
+        fail("env", get(cfg, "env.name"), f"an environment for algo={get(cfg, 'algo.name')}: a two-player board game "
+             "(env.family=board) is for algo=selfplay")
     family = check_choice(cfg, "env.family", ["atari", "gym"])
     env_id = get(cfg, "env.id")
     prep = check_choice(cfg, "preprocessing.name", ["atari", "none"])

@@ -297,3 +297,38 @@ class ValueMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.mlp(x)
         return out if self.q else out.squeeze(-1)
+
+
+# ---- board games: policies over legal moves, outcome values ------------------------------------------
+class MaskedPolicy(nn.Module):
+    """pi(a | s) = softmax over the legal moves of logits(s) (illegal moves get probability exactly 0), the move
+    policy of a board game (Silver et al. 2016's policy network, as an MLP on the flattened board planes).
+
+    Input: (B, *obs_shape) float32 observations and (B, A) bool legal masks. Raises ValueError from
+    :meth:`distribution` if a row has no legal move."""
+
+    def __init__(self, obs_shape: Sequence[int], num_actions: int, hidden_sizes: Sequence[int], activation: str = "relu"):
+        super().__init__()
+        width = int(np.prod(obs_shape))
+        self.logits = nn.Sequential(nn.Flatten(), orthogonal_init(MLP(width, num_actions, hidden_sizes, activation),
+                                                                  last_gain=POLICY_HEAD_GAIN))
+
+    def distribution(self, obs: torch.Tensor, legal: torch.Tensor) -> Categorical:
+        """pi(. | s) restricted to ``legal``: (B, A) bool."""
+        if not bool(legal.any(dim=-1).all()):
+            raise ValueError("a position without a legal move has no move distribution")
+        return Categorical(logits=self.logits(obs).masked_fill(~legal, float("-inf")), validate_args=False)
+
+
+class OutcomeValue(nn.Module):
+    """v(s) in [-1, 1]: the expected game outcome for the player to move (Silver et al. 2016's value network, an
+    MLP with a tanh output). (B, *obs_shape) float32 -> (B,) float32."""
+
+    def __init__(self, obs_shape: Sequence[int], hidden_sizes: Sequence[int], activation: str = "relu"):
+        super().__init__()
+        width = int(np.prod(obs_shape))
+        self.net = nn.Sequential(nn.Flatten(), orthogonal_init(MLP(width, 1, hidden_sizes, activation),
+                                                               last_gain=VALUE_HEAD_GAIN))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(obs).squeeze(-1))
