@@ -45,7 +45,7 @@ def load_player(run_dir: Path, mcts: int, seed: int, greedy: bool = True):
     """The final checkpoint's player (MCTS at ``mcts`` simulations, or the raw policy)."""
     import torch
 
-    from rlrun.algos.selfplay import network_evaluator, network_player
+    from rlrun.nn.heads import network_evaluator, network_player
     from rlrun.core.checkpoint import find_checkpoint
     from rlrun.envs.board import BoardGame
     from rlrun.envs.mcts import MCTS
@@ -67,7 +67,8 @@ def load_player(run_dir: Path, mcts: int, seed: int, greedy: bool = True):
             torch.manual_seed(seed)
         return game, network_player(policy, device, greedy=greedy)
     evaluate = network_evaluator(policy, value, device)
-    return game, MCTS(game, lambda s: evaluate(game, s), mcts, c_puct=float(cfg["algo"]["c_puct"]), seed=seed)
+    return game, MCTS(game, lambda s: evaluate(game, s), mcts, c_puct=float(cfg.algo.c_puct),
+                      rollout_mix=float(cfg.algo.rollout_mix), seed=seed)
 
 
 def score(result: dict, games: int) -> float:
@@ -78,7 +79,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out-dir", default="outputs/selfplay_results")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--total-games", type=int, default=30000)
+    p.add_argument("--total-games", type=int, default=100000)
     p.add_argument("--games", type=int, default=200, help="games per evaluation pairing")
     p.add_argument("--sims", type=int, nargs="+", default=[0, 4, 16, 64, 256])
     p.add_argument("--perfect-sims", type=int, default=256)

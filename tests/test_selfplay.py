@@ -85,3 +85,22 @@ def test_bad_settings_are_one_error_before_anything_runs(make_cfg, tmp_path, cha
 def test_a_board_game_is_refused_by_a_single_agent_algorithm(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match="board game"):
         run_training(make_cfg("algo=ppo", "env=tictactoe"), tmp_path / "run")
+
+
+def test_supervised_start_learns_minimax_moves_from_demonstrations(make_cfg, tmp_path):
+    from rlrun.core.events import scalar_values
+    from rlrun.data.demos import load_demos
+
+    run_training(make_cfg(*SHORT, "algo.total_games=16", "algo.pretrain_games=40", "algo.pretrain_depth=null",
+                          "algo.pretrain_epochs=30", "algo.mcts_simulations=[0]"), tmp_path / "run")
+    demos = load_demos(tmp_path / "run" / "demos.npz")
+    assert demos.num_episodes == 40 and demos.obs.shape[1:] == (3, 3, 2)
+    # perfect play against itself always draws: every episode's outcome rewards are 0 and a game lasts 9 moves
+    assert (demos.episode_lengths == 9).all() and (demos.rewards == 0).all()
+    scalars = scalar_values(tmp_path / "run")
+    # chance: a uniformly random legal move (the empty squares, where neither plane has a stone) is the expert's one
+    # with probability 1 / (empty squares); the pretrained policy must do clearly better (ties among equally good
+    # expert moves cap what any learner can reach)
+    chance = float(np.mean(1.0 / (demos.obs.sum(axis=-1) == 0).reshape(len(demos.obs), -1).sum(axis=1)))
+    assert 0.25 < chance < 0.4
+    assert scalars["charts/pretrain_accuracy"][0][1] > chance + 0.15

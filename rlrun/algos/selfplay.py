@@ -2,7 +2,9 @@
 2016, "Mastering the game of Go with deep neural networks and tree search", Nature) on a board game that trains on a
 laptop (PettingZoo's tic-tac-toe and Connect Four, :mod:`rlrun.envs.board`).
 
-Every update plays ``games_per_update`` games of the current policy (the learner, first player in half of them)
+With ``pretrain_games`` > 0 the policy first learns minimax's moves by cross-entropy (AlphaGo's supervised start
+from expert games; the games are written to ``demos.npz`` in rlrun's demonstrations format). Then every update
+plays ``games_per_update`` games of the current policy (the learner, first player in half of them)
 against an opponent chosen per game (``opponent``):
 
 * ``pool``: a snapshot of the policy sampled uniformly from a pool of its ``pool_size`` most recent snapshots, one
@@ -41,10 +43,12 @@ from rlrun.core.config import ConfigError, check_choice, check_int, check_number
 from rlrun.core.registry import AlgoSpec, register
 from rlrun.core.run import Run, resolve_device
 from rlrun.core.state import Counters
-from rlrun.envs.board import BoardGame, MinimaxPlayer, RandomPlayer, check_minimax_depth, validate_board_env
+from rlrun.data.demos import save_demos
+from rlrun.envs.board import (BoardGame, MinimaxPlayer, RandomPlayer, check_minimax_depth, minimax_demos,
+                              validate_board_env)
 from rlrun.envs.mcts import MCTS
 from rlrun.envs.tournament import elo_ratings, match, play_game, write_csv
-from rlrun.nn.heads import MaskedPolicy, OutcomeValue
+from rlrun.nn.heads import MaskedPolicy, OutcomeValue, network_evaluator, network_player
 
 EVAL_SEED_OFFSET = 10_000  # evaluation opponents and MCTS draw from seed + this
 
@@ -56,9 +60,14 @@ def validate(cfg: DictConfig) -> None:
     for key in ("total_games", "games_per_update", "pool_size", "snapshot_interval", "eval_games", "elo_games"):
         check_int(cfg, a + key, low=1)
     check_int(cfg, a + "eval_interval", low=0)
+    check_int(cfg, a + "pretrain_games", low=0)
+    check_int(cfg, a + "pretrain_epochs", low=1)
+    if int(get(cfg, a + "pretrain_games")) > 0:
+        check_minimax_depth(cfg.env.name, get(cfg, a + "pretrain_depth"), key=a + "pretrain_depth")
     for key in ("learning_rate", "value_learning_rate", "max_grad_norm", "c_puct"):
         check_number(cfg, a + key, low=0, low_open=True)
     check_number(cfg, a + "ent_coef", low=0)
+    check_number(cfg, a + "rollout_mix", low=0, high=1)
     check_choice(cfg, a + "baseline", ["value", "none"])
     check_choice(cfg, a + "opponent", ["pool", "latest", "random"])
     for key, low in (("eval_minimax_depths", 1), ("mcts_simulations", 0)):
@@ -92,27 +101,6 @@ class PolicyPool:
 
     def load_state_dict(self, state: dict) -> None:
         self.members = [dict(member) for member in state["members"]]
-
-
-def network_player(policy: MaskedPolicy, device: torch.device, greedy: bool = True):
-    """A :class:`rlrun.envs.board.Player` of a policy network: its most likely legal move (or a sample)."""
-    def act(game: BoardGame, state) -> int:
-        with torch.no_grad():
-            obs = torch.as_tensor(game.observation(state), device=device).unsqueeze(0)
-            legal = torch.as_tensor(game.legal_mask(state), device=device).unsqueeze(0)
-            dist = policy.distribution(obs, legal)
-            return int(dist.probs.argmax() if greedy else dist.sample())
-    return act
-
-
-def network_evaluator(policy: MaskedPolicy, value: OutcomeValue, device: torch.device):
-    """MCTS's evaluator: priors pi(. | s) from the policy network, v(s) from the value network."""
-    def evaluate(game: BoardGame, state) -> tuple[np.ndarray, float]:
-        with torch.no_grad():
-            obs = torch.as_tensor(game.observation(state), device=device).unsqueeze(0)
-            legal = torch.as_tensor(game.legal_mask(state), device=device).unsqueeze(0)
-            return policy.distribution(obs, legal).probs[0].cpu().numpy(), float(value(obs)[0])
-    return evaluate
 
 
 def play_for_learning(game: BoardGame, policy: MaskedPolicy, opponent, learner_first: bool,
@@ -173,6 +161,8 @@ def train(cfg: DictConfig, run: Run) -> float:
     run.track(policy=policy, value=value, policy_optimizer=policy_opt, value_optimizer=value_opt, pool=pool,
               opponent_rng=rng, counters=counters)
     global_step = run.start_step
+    if global_step == 0 and int(algo.pretrain_games) > 0:  # the supervised start, before the first snapshot
+        run.log(0, pretrain(game, policy, cfg, device, run.dir))
     if not pool.members:
         pool.add(policy)
 
@@ -227,10 +217,35 @@ def train(cfg: DictConfig, run: Run) -> float:
         run.finish(global_step)
         return float("nan")
     final = evaluate_now(game, policy, value, cfg, device)
-    final.update(final_tournament(game, policy, value, pool, cfg, device, run.dir))
+    final.update(final_tournament(game, policy, value, pool, cfg, device, run.dir, final))
     run.log(global_step, final)
     run.finish(global_step)
     return final["eval/random/win"] + final["eval/random/draw"] / 2
+
+
+def pretrain(game: BoardGame, policy: MaskedPolicy, cfg: DictConfig, device: torch.device,
+             run_dir: Path) -> dict[str, float]:
+    """Supervised start (Silver et al. 2016's SL policy network, here from minimax's games): ``pretrain_games`` games
+    of minimax at ``pretrain_depth`` against itself, written to ``<run dir>/demos.npz`` (rlrun's demonstrations
+    format, which algo=bc reads too), then ``pretrain_epochs`` epochs of cross-entropy on their moves (batches of 256,
+    the policy's Adam settings); returns losses/pretrain_loss and charts/pretrain_accuracy of the last epoch."""
+    algo = cfg.algo
+    demos = minimax_demos(game, int(algo.pretrain_games), algo.pretrain_depth, int(cfg.seed))
+    save_demos(demos, run_dir / "demos.npz")
+    obs, moves = torch.as_tensor(demos.obs, device=device), torch.as_tensor(demos.actions, device=device)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=float(algo.learning_rate))
+    generator = torch.Generator().manual_seed(int(cfg.seed))
+    for _ in range(int(algo.pretrain_epochs)):
+        losses, hits = [], 0
+        for batch in torch.randperm(len(moves), generator=generator).split(256):
+            logits = policy.logits(obs[batch])
+            loss = F.cross_entropy(logits, moves[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            hits += int((logits.argmax(-1) == moves[batch]).sum())
+    return {"losses/pretrain_loss": float(np.mean(losses)), "charts/pretrain_accuracy": hits / len(moves)}
 
 
 def evaluate_now(game: BoardGame, policy: MaskedPolicy, value: OutcomeValue, cfg: DictConfig,
@@ -257,19 +272,24 @@ def evaluate_now(game: BoardGame, policy: MaskedPolicy, value: OutcomeValue, cfg
 
 
 def final_tournament(game: BoardGame, policy: MaskedPolicy, value: OutcomeValue, pool: PolicyPool, cfg: DictConfig,
-                     device: torch.device, run_dir: Path) -> dict[str, float]:
-    """MCTS at each simulation count against the evaluation opponents, and the Elo round robin (CSV files)."""
+                     device: torch.device, run_dir: Path, raw: dict[str, float]) -> dict[str, float]:
+    """MCTS at each simulation count against the evaluation opponents, and the Elo round robin; writes
+    eval_results.csv (the raw policy's rates ``raw`` and MCTS's) and elo.csv."""
     algo, seed = cfg.algo, int(cfg.seed) + EVAL_SEED_OFFSET
     scalars, rows = {}, []
     evaluator = network_evaluator(policy, value, device)
     for n in algo.mcts_simulations:
         if int(n) == 0:
             continue
-        search = MCTS(game, lambda s: evaluator(game, s), int(n), c_puct=float(algo.c_puct), seed=seed)
+        search = MCTS(game, lambda s: evaluator(game, s), int(n), c_puct=float(algo.c_puct),
+                      rollout_mix=float(algo.rollout_mix), seed=seed)
         scalars.update(evaluate_players(game, search, cfg, seed, prefix=f"mcts_{int(n)}/"))
-    for key, value_ in scalars.items():
-        rows.append({"player": key.split("/")[1], "opponent": key.split("/")[2], "outcome": key.split("/")[3],
-                     "rate": value_})
+    for key, value_ in [*raw.items(), *scalars.items()]:
+        parts = key.split("/")  # eval/<opponent>/<outcome> (the raw policy) or eval/mcts_<n>/<opponent>/<outcome>
+        if len(parts) == 3 and parts[1] not in ("value_mse", "value_accuracy"):
+            parts = ["eval", "policy", *parts[1:]]
+        if len(parts) == 4:
+            rows.append({"player": parts[1], "opponent": parts[2], "outcome": parts[3], "rate": value_})
     players = {}
     for i, member in enumerate(pool.members):
         snapshot = copy.deepcopy(policy)
@@ -309,7 +329,8 @@ def board_eval(cfg: DictConfig, state: dict, device: torch.device, mcts_simulati
         net.eval()
     if mcts_simulations > 0:
         evaluator = network_evaluator(policy, value, device)
-        player = MCTS(game, lambda s: evaluator(game, s), mcts_simulations, c_puct=float(cfg.algo.c_puct), seed=seed)
+        player = MCTS(game, lambda s: evaluator(game, s), mcts_simulations, c_puct=float(cfg.algo.c_puct),
+                      rollout_mix=float(cfg.algo.rollout_mix), seed=seed)
     else:
         player = network_player(policy, device)
     eval_cfg = copy.deepcopy(cfg)

@@ -33,6 +33,7 @@ from pettingzoo.classic.tictactoe import board as pz_tictactoe_board
 from pettingzoo.classic.tictactoe import tictactoe as pz_tictactoe
 
 from rlrun.core.config import check_choice, fail, get
+from rlrun.data.demos import Demos
 
 State = tuple  # (board: tuple[int, ...], to_play: 0 | 1, outcome: float | None); see the module docstring
 
@@ -402,3 +403,36 @@ def validate_board_env(cfg: DictConfig) -> str:
         fail("env.id", env_id, f"{GAMES[name]} for env.name={name} (the PettingZoo env whose rules it is)")
     return name
 
+
+
+def minimax_demos(game: BoardGame, games: int, depth: int | None, seed: int) -> Demos:
+    """Demonstrations for a supervised start (Silver et al. 2016 first trained the policy network on expert games):
+    ``games`` games of :class:`MinimaxPlayer` (``depth``, seeded random tie-breaking, so games differ) against
+    itself, every move of both sides as one step, in rlrun's demonstrations format (:mod:`rlrun.data.demos`: obs
+    (N, *obs_shape) float32 from the mover's view, actions (N,) int64, rewards (N,) the game's outcome for the
+    mover at its last move and 0 before, one episode per game).
+
+    Raises:
+        ConfigError: if ``depth`` is beyond :func:`check_minimax_depth`'s limit.
+    """
+    check_minimax_depth(game.name, depth)
+    players = (MinimaxPlayer(depth, seed=seed), MinimaxPlayer(depth, seed=seed + 1))
+    obs, actions, rewards, lengths = [], [], [], []
+    for _ in range(games):
+        state, movers, n = game.initial_state(), [], 0
+        while game.outcome(state) is None:
+            player = game.to_play(state)
+            move = players[player](game, state)
+            obs.append(game.observation(state))
+            actions.append(move)
+            rewards.append(0.0)
+            movers.append(player)
+            state = game.next_state(state, move)
+            n += 1
+        outcome = game.outcome(state)
+        for back, player in enumerate(movers[::-1][:2]):  # each side's last move carries its result
+            rewards[-1 - back] = outcome if player == 0 else -outcome
+        lengths.append(n)
+    return Demos(game.pettingzoo_id, np.stack(obs).astype(np.float32), np.array(actions, np.int64),
+                 np.array(rewards, np.float32), np.array(lengths, np.int64), action_n=game.num_actions,
+                 source=f"minimax depth {depth} self-play, seed {seed}")

@@ -332,3 +332,26 @@ class OutcomeValue(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.net(obs).squeeze(-1))
+
+
+def network_player(policy: MaskedPolicy, device: torch.device, greedy: bool = True):
+    """A board-game player (``act(game, state) -> move``, see :mod:`rlrun.envs.board`) of a policy network: its
+    most likely legal move, or a sample of its distribution."""
+    def act(game, state) -> int:
+        with torch.no_grad():
+            obs = torch.as_tensor(game.observation(state), device=device).unsqueeze(0)
+            legal = torch.as_tensor(game.legal_mask(state), device=device).unsqueeze(0)
+            dist = policy.distribution(obs, legal)
+            return int(dist.probs.argmax() if greedy else dist.sample())
+    return act
+
+
+def network_evaluator(policy: MaskedPolicy, value: OutcomeValue, device: torch.device):
+    """An MCTS evaluator (``evaluate(game, state) -> (priors (A,), value)``, see :mod:`rlrun.envs.mcts`): priors
+    pi(. | s) from the policy network, v(s) in [-1, 1] from the value network, for the player to move."""
+    def evaluate(game, state) -> tuple[np.ndarray, float]:
+        with torch.no_grad():
+            obs = torch.as_tensor(game.observation(state), device=device).unsqueeze(0)
+            legal = torch.as_tensor(game.legal_mask(state), device=device).unsqueeze(0)
+            return policy.distribution(obs, legal).probs[0].cpu().numpy(), float(value(obs)[0])
+    return evaluate
