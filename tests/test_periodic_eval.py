@@ -41,9 +41,10 @@ def gridworld_expert(make_cfg, tmp_path_factory):
 
 def test_every_algorithm_but_one_has_an_evaluation_policy():
     assert sorted(RUNS) == sorted(s.name for s in registry.specs() if s.make_policy is not None)
-    # the reward model has no policy; the language-model algorithms evaluate on held-out prompts instead of an env
+    # the reward model has no policy; the language-model algorithms evaluate on held-out prompts instead of an env,
+    # selfplay plays board games against random play and minimax (algo.eval_interval, rlrun-eval --mcts-simulations)
     assert sorted(s.name for s in registry.specs() if s.make_policy is None) == ["dpo", "ppo_rlhf", "reward_model",
-                                                                                "sft"]
+                                                                                "selfplay", "sft"]
 
 
 @pytest.mark.parametrize("algo", sorted(RUNS))
