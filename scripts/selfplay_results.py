@@ -8,7 +8,8 @@
 3. Search: the pool run's networks with MCTS at N simulations against the raw policy (sampling its moves), score
    rising with N.
 4. Perfect play: the trained networks with MCTS at ``--perfect-sims`` against minimax to the end of the game,
-   ``--games`` games from each side: the losses must be 0.
+   ``--games`` games from each side: the losses must be 0. Both for the pool runs and for pool runs with
+   AlphaGo's supervised start (``pool_sl``: ``--pretrain-games`` games of perfect minimax play learned first).
 
 Usage::
 
@@ -83,11 +84,13 @@ def main() -> None:
     p.add_argument("--games", type=int, default=200, help="games per evaluation pairing")
     p.add_argument("--sims", type=int, nargs="+", default=[0, 4, 16, 64, 256])
     p.add_argument("--perfect-sims", type=int, default=256)
+    p.add_argument("--pretrain-games", type=int, default=2000,
+                   help="the pool_sl runs: games of perfect minimax play learned before self-play")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--record", action="store_true")
     args = p.parse_args()
     if args.quick:
-        args.seeds, args.total_games, args.games, args.sims, args.perfect_sims = [1], 640, 10, [0, 8], 8
+        args.seeds, args.total_games, args.games, args.sims, args.perfect_sims, args.pretrain_games = [1], 640, 10, [0, 8], 8, 20
     from rlrun.envs.board import MinimaxPlayer
     from rlrun.envs.tournament import match
 
@@ -101,11 +104,14 @@ def main() -> None:
     # 1. opponents, scored against minimax
     scores: dict[str, list[list[float]]] = {}
     depths = [1, 2, None]
-    for opponent in ("pool", "latest", "random"):
+    variants = {"pool": ["algo.opponent=pool"], "latest": ["algo.opponent=latest"], "random": ["algo.opponent=random"],
+                "pool_sl": ["algo.opponent=pool", f"algo.pretrain_games={args.pretrain_games}", "algo.pretrain_depth=null",
+                            "algo.pretrain_epochs=20"]}
+    for opponent, extra in variants.items():
         for seed in args.seeds:
             run = out / f"{opponent}_s{seed}"
             t0 = time.perf_counter()
-            train([*common, f"algo.opponent={opponent}", f"seed={seed}"], run)
+            train([*common, *extra, f"seed={seed}"], run)
             walls[f"{opponent}_s{seed}"] = time.perf_counter() - t0
             game, player = load_player(run, 0, seed)
             row = [score(match(game, player, MinimaxPlayer(d, seed=seed), args.games), args.games) for d in depths]
@@ -139,17 +145,16 @@ def main() -> None:
               "|---:|---:|---|"]
     lines += [f"| {n} | {s:.3f} | {r['wins']} / {r['draws']} / {r['losses']} |" for n, s, r in search_rows]
     # 4. against perfect play from both sides
-    perfect = []
-    for seed in args.seeds:
-        game, searcher = load_player(out / f"pool_s{seed}", args.perfect_sims, seed)
-        result = match(game, searcher, MinimaxPlayer(None, seed=seed), 2 * args.games)
-        perfect.append(result)
-        print(f"seed {seed}: MCTS {args.perfect_sims} vs perfect play: {result}", flush=True)
-    lines += ["", f"| pool run | MCTS {args.perfect_sims} vs perfect play: W / D / L (first / second) |", "|---|---|"]
-    for seed, r in zip(args.seeds, perfect):
-        lines.append(f"| seed {seed} | {r['wins']} / {r['draws']} / {r['losses']} "
-                     f"({r['first']['draws']} draws of {sum(r['first'].values())} first, "
-                     f"{r['second']['draws']} of {sum(r['second'].values())} second) |")
+    lines += ["", f"| run | MCTS {args.perfect_sims} vs perfect play: W / D / L | draws as first / as second |",
+              "|---|---|---|"]
+    for variant in ("pool", "pool_sl"):
+        for seed in args.seeds:
+            game, searcher = load_player(out / f"{variant}_s{seed}", args.perfect_sims, seed)
+            r = match(game, searcher, MinimaxPlayer(None, seed=seed), 2 * args.games)
+            print(f"{variant} seed {seed}: MCTS {args.perfect_sims} vs perfect play: {r}", flush=True)
+            lines.append(f"| {variant} seed {seed} | {r['wins']} / {r['draws']} / {r['losses']} | "
+                         f"{r['first']['draws']} of {sum(r['first'].values())} / "
+                         f"{r['second']['draws']} of {sum(r['second'].values())} |")
     wall = ", ".join(f"{k} {v:.0f} s" for k, v in walls.items())
     command = (f"python scripts/selfplay_results.py --out-dir {args.out_dir} --seeds {' '.join(map(str, args.seeds))} "
                f"--total-games {args.total_games} --games {args.games} --sims {' '.join(map(str, args.sims))} "
