@@ -126,9 +126,11 @@ def play_for_learning(game: BoardGame, policy: MaskedPolicy, opponent, learner_f
     return obs_list, legal_list, moves, outcome if learner_first else -outcome
 
 
-def evaluate_players(game: BoardGame, player, cfg: DictConfig, seed: int, prefix: str = "") -> dict[str, float]:
-    """Win/draw/loss rates of ``player`` against random play and each minimax depth of the config."""
-    out, games = {}, int(cfg.algo.eval_games)
+def evaluate_players(game: BoardGame, player, cfg: DictConfig, seed: int, prefix: str = "",
+                     games: int | None = None) -> dict[str, float]:
+    """Win/draw/loss rates of ``player`` over ``games`` games (default ``algo.eval_games``) against random play
+    and each minimax depth of the config."""
+    out, games = {}, int(cfg.algo.eval_games) if games is None else games
     opponents = {"random": RandomPlayer(seed)}
     for depth in cfg.algo.eval_minimax_depths:
         opponents[f"minimax_{'full' if depth is None else depth}"] = MinimaxPlayer(depth, seed=seed)
@@ -333,9 +335,7 @@ def board_eval(cfg: DictConfig, state: dict, device: torch.device, mcts_simulati
                       rollout_mix=float(cfg.algo.rollout_mix), seed=seed)
     else:
         player = network_player(policy, device)
-    eval_cfg = copy.deepcopy(cfg)
-    eval_cfg.algo.eval_games = games
-    scalars = evaluate_players(game, player, eval_cfg, seed)
+    scalars = evaluate_players(game, player, cfg, seed, games=games)
     if video_dir is not None:
         import imageio.v2 as imageio
 

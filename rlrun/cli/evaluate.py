@@ -76,27 +76,18 @@ def parse_device(name: str) -> torch.device:
     return device
 
 
-def evaluate_checkpoint(path: str | Path, episodes: int | None = None, epsilon: float | None = None,
-                        video: bool | None = None, seed: int | None = None, device: str = "auto",
-                        save_demos_path: str | Path | None = None) -> dict[str, Any]:
-    """Evaluate a checkpoint and record the result in its run directory (what ``rlrun-eval`` does).
+def load_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any], Path]:
+    """:func:`rlrun.core.checkpoint.find_checkpoint`'s (checkpoint path, payload, run directory); InputError for a
+    path that holds no valid checkpoint."""
+    try:
+        return find_checkpoint(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(str(exc)) from None
 
-    Args:
-        path: a run directory (its newest valid checkpoint) or a checkpoint file.
-        episodes, epsilon, video, seed: None takes the checkpoint config's ``eval``
-            keys (the seed is ``seed + eval.seed_offset``).
-        device: torch device for the network.
-        save_demos_path: if given, the episodes are also written there as demonstrations (.npz).
 
-    Returns:
-        The statistics of :func:`play` plus "demos" (the demonstrations file or None), "checkpoint", "global_step", "epsilon" (None for
-        algorithms whose evaluation policy has none, e.g. PPO plays its mode), "policy" (in words),
-        "seed", "video_dir" (None without video) and "json" (where they were written).
-
-    Raises:
-        InputError: on a bad path or option (``epsilon`` for an algorithm without one); nothing has
-            been written then.
-    """
+def check_options(episodes: int | None, epsilon: float | None, seed: int | None, device: str,
+                  save_demos_path: str | Path | None) -> torch.device:
+    """Check rlrun-eval's options before any file is read; returns the torch device. Raises InputError."""
     if episodes is not None and episodes < 1:
         raise InputError(f"--episodes={episodes} is not allowed: expected an integer >= 1")
     if epsilon is not None and not 0.0 <= epsilon <= 1.0:
@@ -109,10 +100,34 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, epsilon: 
         if Path(save_demos_path).is_dir() or not demos_dir.is_dir():
             raise InputError(f"--save-demos={save_demos_path} is not allowed: expected a file path in an existing "
                              "directory, e.g. demos.npz")
-    try:
-        ckpt_path, payload, run_dir = find_checkpoint(path)
-    except (FileNotFoundError, ValueError) as exc:
-        raise InputError(str(exc)) from None
+    return torch_device
+
+
+def evaluate_checkpoint(path: str | Path, episodes: int | None = None, epsilon: float | None = None,
+                        video: bool | None = None, seed: int | None = None, device: str = "auto",
+                        save_demos_path: str | Path | None = None,
+                        found: tuple[Path, dict[str, Any], Path] | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint and record the result in its run directory (what ``rlrun-eval`` does).
+
+    Args:
+        path: a run directory (its newest valid checkpoint) or a checkpoint file.
+        episodes, epsilon, video, seed: None takes the checkpoint config's ``eval``
+            keys (the seed is ``seed + eval.seed_offset``).
+        device: torch device for the network.
+        save_demos_path: if given, the episodes are also written there as demonstrations (.npz).
+        found: :func:`load_checkpoint`'s result for ``path`` when the caller has it already.
+
+    Returns:
+        The statistics of :func:`play` plus "demos" (the demonstrations file or None), "checkpoint", "global_step", "epsilon" (None for
+        algorithms whose evaluation policy has none, e.g. PPO plays its mode), "policy" (in words),
+        "seed", "video_dir" (None without video) and "json" (where they were written).
+
+    Raises:
+        InputError: on a bad path or option (``epsilon`` for an algorithm without one); nothing has
+            been written then.
+    """
+    torch_device = check_options(episodes, epsilon, seed, device, save_demos_path)
+    ckpt_path, payload, run_dir = found or load_checkpoint(path)
     cfg = OmegaConf.create(payload["config"])
     episodes = int(cfg.eval.episodes) if episodes is None else episodes
     spec = registry.get(cfg.algo.name)
@@ -150,19 +165,18 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, epsilon: 
 
 
 def evaluate_board(path: str | Path, games: int | None = None, mcts_simulations: int = 0, video: bool | None = None,
-                   seed: int | None = None, device: str = "auto") -> dict[str, Any]:
+                   seed: int | None = None, device: str = "auto",
+                   found: tuple[Path, dict[str, Any], Path] | None = None) -> dict[str, Any]:
     """Evaluate a board-game checkpoint (algo=selfplay): its player, with MCTS at ``mcts_simulations`` > 0, against
-    random play and minimax; written to ``<run dir>/eval/<step>_mcts<N>.json``. Raises InputError."""
+    random play and minimax; written to ``<run dir>/eval/<step>_mcts<N>.json``. ``found``: as for
+    :func:`evaluate_checkpoint`. Raises InputError."""
     if games is not None and games < 1:
         raise InputError(f"--games={games} is not allowed: expected an integer >= 1")
     if mcts_simulations < 0:
         raise InputError(f"--mcts-simulations={mcts_simulations} is not allowed: expected an integer >= 1 "
                          "(or 0, the raw policy)")
     torch_device = parse_device(device)
-    try:
-        ckpt_path, payload, run_dir = find_checkpoint(path)
-    except (FileNotFoundError, ValueError) as exc:
-        raise InputError(str(exc)) from None
+    ckpt_path, payload, run_dir = found or load_checkpoint(path)
     cfg = OmegaConf.create(payload["config"])
     spec = registry.get(cfg.algo.name)
     if spec.board_eval is None:
@@ -221,34 +235,33 @@ def main(argv: list[str] | None = None) -> None:
                         help="board games: games per opponent (default: the run's algo.eval_games)")
     args = parser.parse_args(argv)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen: no display wanted, no warning
-    board = args.mcts_simulations is not None or args.games is not None
-    if not board:
+    try:
+        check_options(args.episodes, args.epsilon, args.seed, args.device, args.save_demos)  # before any file is read
+        found = load_checkpoint(args.path)  # read once, for both kinds of evaluation
         try:
-            _, payload, _ = find_checkpoint(args.path)
-            board = registry.get(payload["config"]["algo"]["name"]).board_eval is not None
-        except (FileNotFoundError, ValueError, KeyError, TypeError, ConfigError):
+            board = registry.get(found[1]["config"]["algo"]["name"]).board_eval is not None
+        except (KeyError, TypeError, ConfigError):
             board = False  # evaluate_checkpoint reports the problem
-    if board:
-        try:
+        board = board or args.mcts_simulations is not None or args.games is not None
+        if board:
             if args.episodes is not None or args.epsilon is not None or args.save_demos is not None:
                 raise InputError("--episodes, --epsilon and --save-demos are not allowed for a board-game run: "
                                  "use --games and --mcts-simulations")
-            r = evaluate_board(args.path, args.games, args.mcts_simulations or 0, args.video, args.seed, args.device)
-        except InputError as exc:
-            print(f"rlrun-eval: {str(exc).splitlines()[0]}", file=sys.stderr, flush=True)
-            sys.exit(EXIT_BAD_INPUT)
+            r = evaluate_board(args.path, args.games, args.mcts_simulations or 0, args.video, args.seed, args.device,
+                               found)
+        else:
+            r = evaluate_checkpoint(args.path, args.episodes, args.epsilon, args.video, args.seed, args.device,
+                                    args.save_demos, found)
+    except InputError as exc:
+        message = str(exc).splitlines()[0]  # torch's unpickling errors run over several lines
+        print(f"rlrun-eval: {message}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_BAD_INPUT)
+    if board:
         table = ", ".join(f"{key.split('/')[1]} {value:.2f}" for key, value in r["rates"].items()
                           if key.endswith("/win"))
         print(f"rlrun-eval: step {r['global_step']}, MCTS {r['mcts_simulations']} simulations, {r['games']} games per "
               f"opponent: win rates {table}; written to {r['json']}", flush=True)
         return
-    try:
-        r = evaluate_checkpoint(args.path, args.episodes, args.epsilon, args.video, args.seed, args.device,
-                                args.save_demos)
-    except InputError as exc:
-        message = str(exc).splitlines()[0]  # torch's unpickling errors run over several lines
-        print(f"rlrun-eval: {message}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_BAD_INPUT)
     print(f"rlrun-eval: step {r['global_step']}, {r['episodes']} episodes "
           f"({r['policy']}, seed {r['seed']}): return mean {r['mean']:.2f} std {r['std']:.2f} "
           f"min {r['min']:g} max {r['max']:g}; written to {r['json']}"

@@ -152,7 +152,7 @@ class QueueSource:
         return self._items
 
     def clip(self, segment_id: int) -> np.ndarray:
-        with np.load(self.dir / "segments" / f"{int(segment_id)}.npz", allow_pickle=False) as data:
+        with np.load(_clip_path(self.dir, segment_id), allow_pickle=False) as data:
             return data["obs"]
 
     record = staticmethod(SegmentSource.record)
@@ -237,12 +237,22 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def _append(path: Path, record: dict[str, Any]) -> None:
-    """One JSON line appended, flushed and fsynced."""
+def _append(path: Path, *records: dict[str, Any]) -> None:
+    """JSON lines appended in one write, flushed and fsynced."""
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write("".join(json.dumps(record) + "\n" for record in records))
         f.flush()
         os.fsync(f.fileno())
+
+
+def skipped_path(output: Path) -> Path:
+    """Where a store over the answers file ``output`` keeps the skipped ("can't tell") questions."""
+    return output.with_name(output.stem + ".skipped.jsonl")
+
+
+def _clip_path(queue_dir: Path, segment_id: int) -> Path:
+    """A queued clip of a pbrl run: ``<run dir>/labelling/segments/<id>.npz``."""
+    return queue_dir / "segments" / f"{int(segment_id)}.npz"
 
 
 def _rewrite(path: Path, lines: list[str]) -> None:
@@ -286,7 +296,7 @@ class LabelStore:
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
-        self.skipped_path = self.output.with_name(self.output.stem + ".skipped.jsonl")
+        self.skipped_path = skipped_path(self.output)
         try:
             existing = _lines(self.output)
         except (OSError, UnicodeDecodeError) as exc:
@@ -448,7 +458,7 @@ class HumanQueue:
     def add_segment(self, segment_id: int, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
                     next_obs: np.ndarray | None = None) -> None:
         """Write one clip (once; later calls for the same id are no-ops), atomically."""
-        path = self.dir / "segments" / f"{int(segment_id)}.npz"
+        path = _clip_path(self.dir, segment_id)
         if path.exists():
             return
         arrays = {"obs": obs, "actions": actions, "rewards": rewards}
@@ -463,15 +473,12 @@ class HumanQueue:
 
     def segment(self, segment_id: int) -> dict[str, np.ndarray]:
         """The arrays of one written clip."""
-        with np.load(self.dir / "segments" / f"{int(segment_id)}.npz", allow_pickle=False) as data:
+        with np.load(_clip_path(self.dir, segment_id), allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
 
     def enqueue(self, pairs: list[tuple[int, int]]) -> None:
         """Append pairs of written clips to the queue (flushed and fsynced)."""
-        with open(self.dir / "queue.jsonl", "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps({"a": int(a), "b": int(b)}) + "\n" for a, b in pairs))
-            f.flush()
-            os.fsync(f.fileno())
+        _append(self.dir / "queue.jsonl", *({"a": int(a), "b": int(b)} for a, b in pairs))
 
     def queued(self) -> list[tuple[int, int]]:
         """Every pair ever queued, in order."""
@@ -481,7 +488,7 @@ class HumanQueue:
     def skipped(self) -> set[tuple[int, int]]:
         """(a, b) pairs people skipped ("can't tell"): they give no label, and a run asks other pairs instead."""
         out = set()
-        for line in _lines(self.labels_path.with_name(self.labels_path.stem + ".skipped.jsonl")):
+        for line in _lines(skipped_path(self.labels_path)):
             try:
                 a, b = json.loads(line)["item"].split("-")
             except (json.JSONDecodeError, KeyError, ValueError):

@@ -18,6 +18,7 @@ an rlrun language-model run (its ``model/``), a name in the local Hugging Face c
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -467,10 +468,11 @@ def decode_responses(tokenizer: Any, samples: Samples) -> list[str]:
     return texts
 
 
-def _keeps_logits(model: Any) -> bool:
-    """Whether ``model.forward`` takes ``logits_to_keep`` (transformers' causal LMs do: the LM head then runs on
-    the last positions only)."""
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+@functools.cache
+def _keeps_logits(model_class: type) -> bool:
+    """Whether ``model_class.forward`` takes ``logits_to_keep`` (transformers' causal LMs do: the LM head then runs
+    on the last positions only); asked once per class."""
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 def sequence_forward(model: Any, samples: Samples, output_hidden: bool = False) -> tuple[torch.Tensor, Any]:
@@ -482,7 +484,7 @@ def sequence_forward(model: Any, samples: Samples, output_hidden: bool = False) 
     ids = torch.cat([samples.query, samples.response], dim=1)
     attention = torch.cat([samples.query_mask, samples.response_mask], dim=1)
     steps = samples.response.shape[1]
-    extra = {"logits_to_keep": steps + 1} if _keeps_logits(model) else {}
+    extra = {"logits_to_keep": steps + 1} if _keeps_logits(type(model)) else {}
     output = model(input_ids=ids, attention_mask=attention, position_ids=positions(attention),
                    output_hidden_states=output_hidden, **extra)
     start, end = samples.query.shape[1] - 1, ids.shape[1] - 1
