@@ -47,11 +47,11 @@ def expected_refusal(env: str, algo: str) -> str | None:
         return "algo.demos=None is not allowed: expected the path of a demonstrations .npz"
     if algo == "dagger":  # nor has its expert
         return "algo.expert is null: a DAgger run needs an expert"
-    if algo == "dqn" and env in CONTINUOUS_ENVS:
-        return "algo='dqn' is not allowed: expected an algorithm for continuous"
+    if algo in ("dqn", "rainbow") and env in CONTINUOUS_ENVS:
+        return f"algo='{algo}' is not allowed: expected an algorithm for continuous"
     if algo in TABULAR_ALGOS and env not in INDEX_STATE_ENVS:
         return f"env='{env}' is not allowed: expected an env with discrete states"
-    if algo in ("dqn", "ppo", "pbrl", "reward_model") and env in INDEX_STATE_ENVS:
+    if algo in ("dqn", "rainbow", "ppo", "pbrl", "reward_model") and env in INDEX_STATE_ENVS:
         return f"env='{env}' is not allowed: expected an env with vector or pixel observations"
     if algo == "td" and env in PIXEL_ENVS:
         return f"env='{env}' is not allowed: expected a gymnasium env with vector or discrete observations"
@@ -65,14 +65,16 @@ def test_every_algo_config_has_a_registered_spec_and_every_spec_a_config(make_cf
     for name in ALGOS:
         spec = registry.get(name)
         assert spec.name == make_cfg(f"algo={name}").algo.name == name
-        assert spec.train.__module__ == spec.validate.__module__ == f"rlrun.algos.{name}"
+        preset_of = {"rainbow": "dqn"}  # configs/algo/rainbow.yaml: algo=dqn with every switch on
+        assert spec.train.__module__ == spec.validate.__module__ == f"rlrun.algos.{preset_of.get(name, name)}"
 
 
 def test_an_unregistered_algo_name_is_one_error_listing_the_registered_ones():
     with pytest.raises(ConfigError) as info:
-        registry.get("rainbow")
-    assert str(info.value) == ("algo.name='rainbow' is not allowed: expected one of bc, dagger, dpo, dqn, maxent_irl, "
-                               "pbrl, ppo, ppo_rlhf, q_learning, reinforce, reward_model, selfplay, sft, td, value_iteration")
+        registry.get("muzero")
+    assert str(info.value) == ("algo.name='muzero' is not allowed: expected one of bc, dagger, dpo, dqn, maxent_irl, "
+                               "pbrl, ppo, ppo_rlhf, q_learning, rainbow, reinforce, reward_model, selfplay, sft, td, "
+                               "value_iteration")
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -105,7 +107,7 @@ def test_breakout_defaults_equal_cleanrl_dqn_atari(make_cfg):
     assert (a.learning_rate, a.gamma, a.target_network_frequency, a.batch_size) == (1e-4, 0.99, 1000, 32)
     assert (a.learning_starts, a.train_frequency, a.start_e, a.end_e, a.exploration_fraction) == (
         80_000, 4, 1.0, 0.01, 0.1)
-    assert (a.tau, a.loss, a.double_dqn) == (1.0, "mse", False)
+    assert (a.tau, a.loss, a.double_dqn) == (1.0, "auto", False)  # auto: mse unless C51
 
 
 def test_tuned_file_applies_and_command_line_beats_it(make_cfg):
@@ -151,7 +153,17 @@ def test_every_config_key_has_a_comment():
     (["env=atari", "env.id=breakot"], "env.id", "an ALE game"),
     (["env=gym", "env.id=CartPole-v9"], "env.id", "CartPole-v1"),
     (["algo.gamma=1.5"], "algo.gamma", "<= 1"),
-    (["algo.loss=l3"], "algo.loss", "mse, huber"),
+    (["algo.loss=l3"], "algo.loss", "auto, mse, huber, cross_entropy"),
+    (["algo.alpha=1.5"], "algo.alpha", "<= 1"),
+    (["algo.beta=-0.1"], "algo.beta", ">= 0"),
+    (["algo.n_step=0"], "algo.n_step", ">= 1"),
+    (["algo.num_atoms=1"], "algo.num_atoms", ">= 2"),
+    (["algo.v_min=10", "algo.v_max=10"], "algo.v_min", "less than algo.v_max=10"),
+    (["algo.distributional=true", "algo.loss=mse"], "algo.loss", "auto or cross_entropy"),
+    (["algo.loss=cross_entropy"], "algo.loss", "set algo.distributional=true"),
+    (["algo=rainbow", "algo.loss=huber"], "algo.loss", "auto or cross_entropy"),
+    (["algo.noisy_std=0"], "algo.noisy_std", "> 0"),
+    (["algo=rainbow", "replay.buffer_size=100000000"], "replay.buffer_size", "GB available"),
     (["seed=-1"], "seed", ">= 0"),
     (["algo.train_frequency=2.5"], "algo.train_frequency", "an integer"),
     (["env=cartpole", "preprocessing=atari"], "preprocessing", "none for gymnasium ids"),

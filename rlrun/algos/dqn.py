@@ -1,11 +1,17 @@
 """Deep Q-Network: Mnih et al. 2015, "Human-level control through deep
-reinforcement learning", Nature 518:529; Double DQN: van Hasselt et al. 2016, AAAI.
+reinforcement learning", Nature 518:529; Double DQN: van Hasselt et al. 2016, AAAI;
+and the Rainbow switches (Hessel et al. 2018, AAAI), each independent:
+``prioritized`` replay (Schaul et al. 2016), ``n_step`` returns (Sutton 1988),
+``dueling`` heads (Wang et al. 2016), ``distributional`` C51 (Bellemare et al. 2017)
+and ``noisy`` networks (Fortunato et al. 2018). ``algo=rainbow`` is a preset of
+this module with all of them on.
 
 Reads top to bottom like CleanRL's ``dqn_atari.py``: hyperparameters come from
 ``cfg.algo`` (see configs/algo/dqn.yaml), then one flat loop:
 
-    act epsilon-greedily -> step the envs -> store in replay -> every
-    ``train_frequency`` steps a gradient step on a sampled batch -> every
+    act epsilon-greedily (or greedily on noisy weights) -> step the envs -> store
+    in replay -> every ``train_frequency`` steps a gradient step on a sampled batch
+    (with prioritized replay: then update its priorities) -> every
     ``target_network_frequency`` steps update the target network.
 
 ``global_step`` counts agent steps summed over envs; on Atari one agent step is
@@ -23,14 +29,15 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from omegaconf import DictConfig, OmegaConf
 
-from rlrun.core.config import check_bool, check_choice, check_int, check_int_list, check_number, check_that, fail
+from rlrun.core.config import (check_bool, check_choice, check_int, check_int_list, check_memory, check_number,
+                               check_that, fail)
 from rlrun.core.registry import AlgoSpec, register
 from rlrun.core.run import Run, resolve_device
 from rlrun.core.state import Counters, load_weights
-from rlrun.data.replay import ReplayBuffer
-from rlrun.envs.factory import action_kind, check_array_observations, make_vec_env
-from rlrun.nn.networks import make_network
+from rlrun.data.replay import PrioritizedReplayBuffer, ReplayBuffer
+from rlrun.envs.factory import action_kind, check_array_observations, env_spaces, make_vec_env
 from rlrun.nn.optim import make_adam
+from rlrun.nn.qnets import make_q_network, reset_noise
 from rlrun.rlhf.learned_reward import with_learned_reward
 
 
@@ -49,12 +56,27 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, a + "exploration_fraction", low=0, high=1)
     learning_starts = check_int(cfg, a + "learning_starts", low=0)
     check_int(cfg, a + "train_frequency", low=1)
-    check_choice(cfg, a + "loss", ["mse", "huber"])
+    loss = check_choice(cfg, a + "loss", ["auto", "mse", "huber", "cross_entropy"])
     check_number(cfg, a + "max_grad_norm", low=0, low_open=True, optional=True)
-    check_bool(cfg, a + "double_dqn")
     check_int_list(cfg, a + "hidden_sizes")
-    check_bool(cfg, a + "compile")
-    check_bool(cfg, a + "channels_last")
+    prioritized = check_bool(cfg, a + "prioritized")
+    check_number(cfg, a + "alpha", low=0, high=1)
+    check_number(cfg, a + "beta", low=0, high=1)
+    n_step = check_int(cfg, a + "n_step", low=1)
+    for switch in ("double_dqn", "compile", "channels_last", "dueling", "noisy"):
+        check_bool(cfg, a + switch)
+    check_number(cfg, a + "noisy_std", low=0, low_open=True)
+    check_choice(cfg, a + "epsilon_greedy", ["auto", "true", "false"])
+    distributional = check_bool(cfg, a + "distributional")
+    check_int(cfg, a + "num_atoms", low=2)
+    v_min, v_max = check_number(cfg, a + "v_min"), check_number(cfg, a + "v_max")
+    if v_min >= v_max:
+        fail("algo.v_min", v_min, f"less than algo.v_max={v_max} (the support of C51's return distribution)")
+    if distributional and loss not in ("auto", "cross_entropy"):
+        fail("algo.loss", loss, "auto or cross_entropy with algo.distributional=true (C51 minimizes the "
+             "cross-entropy to the projected target distribution)")
+    if not distributional and loss == "cross_entropy":
+        fail("algo.loss", loss, "auto, mse or huber (cross_entropy is C51's loss: set algo.distributional=true)")
     check_choice(cfg, "replay.name", ["uniform"])
     buffer_size = check_int(cfg, "replay.buffer_size", low=1)
     total = int(cfg.total_timesteps)
@@ -67,12 +89,20 @@ def validate(cfg: DictConfig) -> None:
         fail("algo.end_e", end_e, f"at most algo.start_e={start_e} (epsilon decays)")
     check_array_observations(cfg)
     if action_kind(cfg) != "categorical":
-        fail("algo", "dqn", f"an algorithm for continuous actions (e.g. algo=ppo): {cfg.env.id} has continuous "
+        fail("algo", cfg.algo.name, f"an algorithm for continuous actions (e.g. algo=ppo): {cfg.env.id} has continuous "
              "actions and DQN needs discrete ones")
     frames = int(cfg.preprocessing.frame_stack)
-    check_that(buffer_size // num_envs >= frames + 1,
+    check_that(buffer_size // num_envs >= frames + n_step,
                f"replay.buffer_size={buffer_size} is not allowed: expected at least "
-               f"{num_envs * (frames + 1)} for algo.num_envs={num_envs} and frame_stack={frames}")
+               f"{num_envs * (frames + n_step)} for algo.num_envs={num_envs}, frame_stack={frames} "
+               f"and algo.n_step={n_step}")
+    if cfg.env.family == "atari":  # (K, 84, 84) uint8 frames; building an ALE env to read that is slow
+        shape, dtype = (frames, cfg.preprocessing.screen_size, cfg.preprocessing.screen_size), np.uint8
+    else:
+        space = env_spaces(cfg)[0]
+        shape, dtype = space.shape, space.dtype
+    check_memory("replay.buffer_size", buffer_size, ReplayBuffer.nbytes_for(buffer_size, shape, dtype, frames,
+                                                                            prioritized), "the replay buffer")
 
 
 def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:
@@ -82,19 +112,20 @@ def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> fl
     return max(end_e, start_e + (end_e - start_e) * t / duration)
 
 
-def td_target(rewards: torch.Tensor, terminated: torch.Tensor, gamma: float,
+def td_target(rewards: torch.Tensor, terminated: torch.Tensor, gamma: float | torch.Tensor,
               next_q_target: torch.Tensor, next_q_online: torch.Tensor | None = None) -> torch.Tensor:
-    """The one-step TD target y = r + gamma * (1 - terminated) * Q_target(s', a').
+    """The TD target y = r + gamma * (1 - terminated) * Q_target(s', a').
 
     DQN (Mnih et al. 2015) takes a' = argmax Q_target(s', .); Double DQN
     (van Hasselt et al. 2016) takes a' = argmax Q_online(s', .) when
     ``next_q_online`` is given. A truncated transition has terminated = 0 and so
-    bootstraps from its final observation.
+    bootstraps from its final observation. For n-step returns, ``rewards`` is the
+    discounted sum of the k <= n rewards and ``gamma`` the (B,) discounts gamma^k.
 
     Args:
         rewards: (B,) float32.
         terminated: (B,) float32 in {0, 1}.
-        gamma: discount in [0, 1].
+        gamma: discount in [0, 1], or (B,) float32 discounts.
         next_q_target: (B, A) float32, Q_target(s', .).
         next_q_online: (B, A) float32, Q_online(s', .) for Double DQN, else None.
 
@@ -106,6 +137,34 @@ def td_target(rewards: torch.Tensor, terminated: torch.Tensor, gamma: float,
     else:
         next_value = next_q_target.gather(1, next_q_online.argmax(dim=1, keepdim=True)).squeeze(1)
     return rewards + gamma * (1.0 - terminated) * next_value
+
+
+def categorical_projection(next_probs: torch.Tensor, rewards: torch.Tensor, discounts: torch.Tensor,
+                           support: torch.Tensor) -> torch.Tensor:
+    """Project the target distribution r + discount * z onto the fixed support z (Bellemare et al. 2017,
+    "A Distributional Perspective on Reinforcement Learning", ICML, Algorithm 1).
+
+    Each atom r + d z_j is clipped to [v_min, v_max] and its probability split between the two nearest
+    support atoms in proportion to closeness; an atom that lands exactly on a support point keeps all of it.
+
+    Args:
+        next_probs: (B, Z) float32 probabilities of the target network at (s', a*).
+        rewards: (B,) float32 (n-step) rewards.
+        discounts: (B,) float32, gamma^k * (1 - terminated): 0 where the episode ended.
+        support: (Z,) float32 atoms z, evenly spaced from v_min to v_max.
+
+    Returns:
+        (B, Z) float32 target probabilities (each row sums to 1).
+    """
+    v_min, v_max, num_atoms = support[0], support[-1], support.shape[0]
+    delta = (v_max - v_min) / (num_atoms - 1)
+    tz = (rewards.unsqueeze(1) + discounts.unsqueeze(1) * support.unsqueeze(0)).clamp(v_min, v_max)
+    b = ((tz - v_min) / delta).clamp(0, num_atoms - 1)  # (B, Z) fractional index on the support
+    lower, upper = b.floor().long(), b.ceil().long()
+    target = torch.zeros_like(next_probs)
+    target.scatter_add_(1, lower, next_probs * (upper.float() - b + (lower == upper).float()))
+    target.scatter_add_(1, upper, next_probs * (b - lower.float()))
+    return target
 
 
 def train(cfg: DictConfig, run: Run) -> float:
@@ -120,17 +179,20 @@ def train(cfg: DictConfig, run: Run) -> float:
     obs_shape = envs.single_observation_space.shape
     rng = np.random.default_rng(cfg.seed)  # exploration: epsilon coin flips and random actions
 
-    q_network = make_network(obs_shape, n_actions, args.hidden_sizes).to(device)
+    q_network = build_q_network(cfg, obs_shape, n_actions).to(device)
     pixels = len(obs_shape) == 3
     if pixels and args.channels_last:
         q_network = q_network.to(memory_format=torch.channels_last)
     target_network = copy.deepcopy(q_network)
     target_network.requires_grad_(False)
     optimizer = make_adam(q_network, args.learning_rate, args.adam_eps)
-    rb = ReplayBuffer(buffer_size, obs_shape, envs.single_observation_space.dtype,
-                      num_envs=num_envs, frame_stack=envs.frame_stack, seed=cfg.seed)
+    buffer_class = PrioritizedReplayBuffer if args.prioritized else ReplayBuffer
+    rb = buffer_class(buffer_size, obs_shape, envs.single_observation_space.dtype, num_envs=num_envs,
+                      frame_stack=envs.frame_stack, seed=cfg.seed, n_step=args.n_step, gamma=args.gamma,
+                      **({"alpha": args.alpha} if args.prioritized else {}))
     update = make_update(q_network, target_network, optimizer, args)
     clip_rewards, log_interval = bool(cfg.preprocessing.clip_rewards), int(cfg.logging.log_interval)
+    epsilon_greedy = args.epsilon_greedy == "true" or (args.epsilon_greedy == "auto" and not args.noisy)
 
     # STATE: what a checkpoint holds; a resumed run loads it back here
     obs = envs.reset(seed=cfg.seed)
@@ -147,11 +209,14 @@ def train(cfg: DictConfig, run: Run) -> float:
 
     while global_step < run.total:
         t = global_step  # agent steps before this iteration: the schedules' clock (CleanRL's loop index)
-        # ALGO LOGIC: epsilon-greedy action for every env
-        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * run.total, t)
+        # ALGO LOGIC: epsilon-greedy action for every env (noisy nets explore through their weights instead)
+        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * run.total, t) \
+            if epsilon_greedy else 0.0
         explore = rng.random(num_envs) < epsilon
         actions = rng.integers(0, n_actions, size=num_envs)
         if not explore.all():
+            if args.noisy:
+                reset_noise(q_network)  # new weights noise at every step (Fortunato et al. 2018, Algorithm 1)
             with torch.inference_mode():
                 greedy = q_network(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
             actions = np.where(explore, actions, greedy)
@@ -166,14 +231,18 @@ def train(cfg: DictConfig, run: Run) -> float:
 
         # ALGO LOGIC: training
         if t > args.learning_starts and t >= counters.learning_resumes:
+            beta = args.beta + (1.0 - args.beta) * min(1.0, t / run.total)  # annealed to 1 (Schaul et al. 2016)
             for _ in range(multiples_in(t, num_envs, args.train_frequency)):
-                b = rb.sample(args.batch_size)
-                loss, q_mean = update(*(torch.as_tensor(x, device=device)
-                                        for x in (b.obs, b.actions, b.rewards, b.next_obs, b.terminated)))
+                b = rb.sample(args.batch_size, beta) if args.prioritized else rb.sample(args.batch_size)
+                loss, q_mean, errors = update(*(None if x is None else torch.as_tensor(x, device=device) for x in (
+                    b.obs, b.actions, b.rewards, b.next_obs, b.terminated, b.discounts, b.weights)))
+                if args.prioritized:
+                    rb.update_priorities(b.indices, errors.cpu().numpy())
                 if t >= counters.next_log_step:
                     counters.next_log_step = t + log_interval
                     run.log(global_step, {"losses/td_loss": loss.item(), "losses/q_values": q_mean.item(),
-                                          "charts/epsilon": epsilon})
+                                          "charts/epsilon": epsilon, **({"charts/beta": beta} if args.prioritized
+                                                                         else {})})
             if multiples_in(t, num_envs, args.target_network_frequency):
                 with torch.no_grad():
                     for target_param, param in zip(target_network.parameters(), q_network.parameters()):
@@ -189,16 +258,24 @@ def train(cfg: DictConfig, run: Run) -> float:
     return run.mean_return()
 
 
-def make_policy(cfg: DictConfig, state: dict, envs, device: torch.device, epsilon: float, seed: int):
-    """The evaluation policy of a DQN checkpoint: epsilon-greedy on its Q-network.
+def build_q_network(cfg: DictConfig, obs_shape: tuple[int, ...], n_actions: int) -> torch.nn.Module:
+    """The Q-network of ``cfg.algo``'s switches (:func:`rlrun.nn.qnets.make_q_network`); a config written
+    before the switches existed builds the plain network."""
+    a = cfg.algo
+    return make_q_network(obs_shape, n_actions, list(a.hidden_sizes), dueling=bool(a.get("dueling", False)),
+                          noisy=bool(a.get("noisy", False)),
+                          num_atoms=int(a.num_atoms) if a.get("distributional", False) else 1,
+                          v_min=float(a.get("v_min", -10.0)), v_max=float(a.get("v_max", 10.0)),
+                          noisy_std=float(a.get("noisy_std", 0.5)))
 
-    Args:
-        cfg: the run's config (network settings).
-        state: a loaded checkpoint (``state["q_network"]``).
-        envs: the VecEnv to be played (its single observation and action spaces).
-        device: where the network runs.
-        epsilon: probability of a uniformly random action (0.05 in Mnih et al. 2015).
-        seed: seed of the random actions.
+
+def make_policy(cfg: DictConfig, state: dict, envs, device: torch.device, epsilon: float, seed: int):
+    """The evaluation policy of a DQN checkpoint: epsilon-greedy on its Q-network (noisy layers at their
+    mean weights).
+
+    Args: the run's config, a loaded checkpoint (``state["q_network"]``), the VecEnv to be played (its
+    single spaces), the network's device, the probability of a random action (0.05 in Mnih et al. 2015)
+    and the seed of the random actions.
 
     Returns:
         ``act(obs) -> actions``: (N, *obs_shape) observations to (N,) int64 actions.
@@ -206,7 +283,7 @@ def make_policy(cfg: DictConfig, state: dict, envs, device: torch.device, epsilo
     if not isinstance(envs.single_action_space, spaces.Discrete):
         fail("env", cfg.env.id, "an env with discrete actions for DQN")
     obs_shape, n_actions = envs.single_observation_space.shape, int(envs.single_action_space.n)
-    q_network = make_network(obs_shape, n_actions, list(cfg.algo.hidden_sizes)).to(device)
+    q_network = build_q_network(cfg, obs_shape, n_actions).to(device)
     load_weights(q_network, state["q_network"], "q_network", cfg)
     q_network.eval()
     rng = np.random.default_rng(seed)
@@ -224,34 +301,58 @@ def make_update(q_network: torch.nn.Module, target_network: torch.nn.Module, opt
                 args: SimpleNamespace):
     """The gradient step of DQN as a function of one batch.
 
-    ``update(obs, actions, rewards, next_obs, terminated)`` takes (B, *obs_shape)
-    observations, (B,) int64 actions, (B,) float32 rewards and terminated flags,
-    minimizes the TD loss (``args.loss``: mse or huber) against :func:`td_target`
-    with one optimizer step (gradient norm clipped to ``args.max_grad_norm`` if set)
-    and returns the loss and the mean Q-value of the batch as 0-d tensors.
+    ``update(obs, actions, rewards, next_obs, terminated, discounts, weights)`` takes (B, *obs_shape)
+    observations, (B,) int64 actions, (B,) float32 rewards and terminated flags, and optionally (B,)
+    float32 n-step discounts and importance-sampling weights (None: gamma, and equal weights). It minimizes
+    the TD loss (``args.loss``: mse or huber; C51's cross-entropy with ``args.distributional``), weighted
+    when ``weights`` is given, with one optimizer step (gradient norm clipped to ``args.max_grad_norm`` if
+    set). Returns the loss and the mean Q-value of the batch as 0-d tensors and the per-transition errors
+    (B,) (|TD error|, or the cross-entropy for C51) from which prioritized replay sets priorities.
     The loss computation is ``torch.compile``d when ``args.compile``.
     """
     gamma, double_dqn, max_grad_norm = float(args.gamma), bool(args.double_dqn), args.max_grad_norm
-    loss_fn = F.mse_loss if args.loss == "mse" else F.smooth_l1_loss
+    noisy, distributional = bool(args.noisy), bool(args.distributional)
+    loss_fn = F.smooth_l1_loss if args.loss == "huber" else F.mse_loss
 
-    def td_loss(obs, actions, rewards, next_obs, terminated):
+    def td_loss(obs, actions, rewards, next_obs, terminated, discounts, weights):
+        discount = gamma if discounts is None else discounts
+        if distributional:
+            with torch.no_grad():
+                next_logits = target_network.logits(next_obs)  # (B, A, Z)
+                next_probs = next_logits.softmax(dim=2)
+                support = target_network.support
+                next_q = q_network(next_obs) if double_dqn else (next_probs * support).sum(dim=2)
+                best = next_probs[torch.arange(len(actions)), next_q.argmax(dim=1)]  # (B, Z)
+                target = categorical_projection(best, rewards, discount * (1.0 - terminated), support)
+            log_probs = q_network.logits(obs).log_softmax(dim=2)[torch.arange(len(actions)), actions]  # (B, Z)
+            errors = -(target * log_probs).sum(dim=1)  # cross-entropy (B,)
+            q_values = (log_probs.detach().exp() * support).sum(dim=1)
+            loss = errors.mean() if weights is None else (weights * errors).mean()
+            return loss, q_values.mean(), errors.detach()
         with torch.no_grad():
             next_q_online = q_network(next_obs) if double_dqn else None
-            target = td_target(rewards, terminated, gamma, target_network(next_obs), next_q_online)
+            target = td_target(rewards, terminated, discount, target_network(next_obs), next_q_online)
         q_values = q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
-        return loss_fn(q_values, target), q_values.mean()
+        if weights is None:
+            loss = loss_fn(q_values, target)
+        else:  # importance-sampling weights of prioritized replay (Schaul et al. 2016, Algorithm 1)
+            loss = (weights * loss_fn(q_values, target, reduction="none")).mean()
+        return loss, q_values.mean(), (target - q_values).abs().detach()
 
     if args.compile:
         td_loss = torch.compile(td_loss)
 
-    def update(obs, actions, rewards, next_obs, terminated):
-        loss, q_mean = td_loss(obs, actions, rewards, next_obs, terminated)
+    def update(obs, actions, rewards, next_obs, terminated, discounts=None, weights=None):
+        if noisy:  # independent noise for the online and the target network at every update
+            reset_noise(q_network)
+            reset_noise(target_network)
+        loss, q_mean, errors = td_loss(obs, actions, rewards, next_obs, terminated, discounts, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(q_network.parameters(), max_grad_norm)
         optimizer.step()
-        return loss.detach(), q_mean.detach()
+        return loss.detach(), q_mean.detach(), errors
 
     return update
 
@@ -261,5 +362,6 @@ def multiples_in(start: int, count: int, every: int) -> int:
     return (start + count - 1) // every - (start - 1) // every
 
 
-register(AlgoSpec("dqn", validate, train, make_policy, eval_policy="epsilon-greedy", eval_uses_epsilon=True,
-                  learned_reward=True))
+for _name in ("dqn", "rainbow"):  # rainbow: configs/algo/rainbow.yaml, this module with every switch on
+    register(AlgoSpec(_name, validate, train, make_policy, eval_policy="epsilon-greedy", eval_uses_epsilon=True,
+                      learned_reward=True))

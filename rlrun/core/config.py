@@ -114,6 +114,21 @@ def check_that(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def check_memory(key: str, value: Any, needed_bytes: int, what: str) -> None:
+    """Refuse ``key=value`` when ``what`` needs more bytes than the machine has available now (psutil's
+    ``virtual_memory().available``), before anything is allocated or written.
+
+    Raises:
+        ConfigError: "needs X GB, Y GB available".
+    """
+    import psutil  # a dependency of rlrun; imported here so that importing core stays light
+
+    available = int(psutil.virtual_memory().available)
+    if needed_bytes > available:
+        fail(key, value, f"a size that fits in memory: {what} needs {needed_bytes / 1e9:.1f} GB, "
+             f"{available / 1e9:.1f} GB available on this machine")
+
+
 def _bounds_text(low: Any, high: Any, low_op: str, high_op: str) -> str:
     parts = []
     if low is not None:

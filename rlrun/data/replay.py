@@ -21,6 +21,13 @@ Stacks are rebuilt exactly as the env built them:
 A slot is sampled only if its stack and its successor are complete and not
 overwritten: not the newest slot of its env (successor not yet seen) and not one
 of the K-1 oldest slots once the ring has wrapped.
+
+n-step returns (Sutton 1988; Mnih et al. 2016; Hessel et al. 2018) are built at
+sampling time from the same slots: the n rewards from slot t on, cut at the first
+``terminated`` (a true end or an Atari life loss: no bootstrap) or episode end (a
+truncation: bootstrap from the episode's final observation). With ``n_step`` = n
+the newest n slots of each env are not sampled (their n successors are not all
+stored yet).
 """
 
 from __future__ import annotations
@@ -41,6 +48,10 @@ class TransitionBatch:
         rewards: (B,) float32 rewards as stored (clip before adding if wanted).
         next_obs: (B, *obs_shape) successor observations.
         terminated: (B,) float32, 1.0 where the transition ended in a terminal state.
+        discounts: (B,) float32 gamma^k, the discount of the bootstrap after the k <= n steps the n-step
+            return spans; None for 1-step transitions (the caller's gamma applies).
+        weights: (B,) float32 importance-sampling weights of prioritized replay, None for uniform replay.
+        indices: (B,) int64 flat slot indices ``t * num_envs + e`` (for priority updates).
     """
 
     obs: np.ndarray
@@ -48,6 +59,9 @@ class TransitionBatch:
     rewards: np.ndarray
     next_obs: np.ndarray
     terminated: np.ndarray
+    discounts: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    indices: np.ndarray | None = None
 
 
 class ReplayBuffer:
@@ -55,7 +69,7 @@ class ReplayBuffer:
 
     Args:
         capacity: transitions kept in total (rounded down to a multiple of num_envs;
-            must be at least ``num_envs * (frame_stack + 1)``).
+            must be at least ``num_envs * (frame_stack + n_step)``).
         obs_shape: shape of one observation, e.g. (4, 84, 84) or (4,).
         obs_dtype: dtype of observations (uint8 for frames, float32 for vectors).
         action_shape: shape of one action, () for discrete.
@@ -64,20 +78,25 @@ class ReplayBuffer:
         frame_stack: K, the leading axis of ``obs_shape`` that holds stacked frames;
             1 stores observations as they are.
         seed: seed of the sampler's NumPy generator.
+        n_step: n of the n-step returns that :meth:`sample` builds (1 = one-step transitions).
+        gamma: discount of the n-step returns (unused for n_step = 1).
 
     Raises:
-        ValueError: if the capacity is too small or ``obs_shape`` does not start with K.
+        ValueError: if the capacity is too small, ``n_step < 1`` or ``obs_shape`` does not start with K.
     """
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
                  action_shape: tuple[int, ...] = (), action_dtype: np.dtype = np.int64,
-                 num_envs: int = 1, frame_stack: int = 1, seed: int = 0):
+                 num_envs: int = 1, frame_stack: int = 1, seed: int = 0, n_step: int = 1, gamma: float = 0.99):
         self.num_envs = num_envs
         self.frame_stack = frame_stack
         self.size_per_env = capacity // num_envs
-        if self.size_per_env < frame_stack + 1:
-            raise ValueError(f"replay capacity {capacity} is too small for {num_envs} envs with "
-                             f"frame_stack {frame_stack}: need at least {num_envs * (frame_stack + 1)}")
+        if n_step < 1:
+            raise ValueError(f"n_step={n_step} is not allowed: expected an int >= 1")
+        self.n_step, self.gamma = int(n_step), float(gamma)
+        if self.size_per_env < frame_stack + n_step:
+            raise ValueError(f"replay capacity {capacity} is too small for {num_envs} envs with frame_stack "
+                             f"{frame_stack} and n_step {n_step}: need at least {num_envs * (frame_stack + n_step)}")
         if frame_stack > 1 and (len(obs_shape) < 2 or obs_shape[0] != frame_stack):
             raise ValueError(f"obs_shape {obs_shape} must start with frame_stack={frame_stack}")
         self.obs_shape = tuple(obs_shape)
@@ -131,13 +150,14 @@ class ReplayBuffer:
     def valid_slots(self) -> tuple[int, int]:
         """Sampleable slot indices t as ``(first, count)``: t = (first + i) % size_per_env, 0 <= i < count.
 
-        Excludes the newest slot (its successor is not stored yet) and, once the ring
-        has wrapped, the K-1 oldest slots (their stacks reach overwritten frames).
+        Excludes the newest n slots (their n successors are not all stored yet; n = 1 for one-step
+        transitions) and, once the ring has wrapped, the K-1 oldest slots (their stacks reach
+        overwritten frames).
         """
-        k = self.frame_stack
+        k, n = self.frame_stack, self.n_step
         if not self.full:
-            return 0, max(self.pos - 1, 0)
-        return self.pos + k - 1, self.size_per_env - k
+            return 0, max(self.pos - n, 0)
+        return self.pos + k - 1, self.size_per_env - k - n + 1
 
     def sample(self, batch_size: int) -> TransitionBatch:
         """Sample ``batch_size`` transitions uniformly (with replacement) over envs and valid slots.
@@ -153,18 +173,35 @@ class ReplayBuffer:
         return self.gather(t, e)
 
     def gather(self, t: np.ndarray, e: np.ndarray) -> TransitionBatch:
-        """The transitions at slots ``t`` (B,) of envs ``e`` (B,), which must be valid slots."""
+        """The transitions at slots ``t`` (B,) of envs ``e`` (B,), which must be valid slots; n-step
+        transitions (rewards summed with discounts, the successor k <= n steps on) when ``n_step`` > 1."""
         obs = self._stack(t, e)
-        next_obs = self._stack((t + 1) % self.size_per_env, e)
-        for i in np.flatnonzero(self.episode_end[t, e]):
+        discounts = None
+        if self.n_step == 1:
+            last, rewards = t, self.rewards[t, e]
+        else:
+            n = self.n_step
+            idx = (t[:, None] + np.arange(n)) % self.size_per_env  # (B, n): slots t .. t+n-1
+            stops = (self.terminated[idx, e[:, None]] > 0) | self.episode_end[idx, e[:, None]]
+            stops[:, -1] = True
+            k = stops.argmax(axis=1)  # (B,) the return spans steps 0..k: it is cut at the first end
+            powers = self.gamma ** np.arange(n)
+            rewards = (self.rewards[idx, e[:, None]] * powers * (np.arange(n) <= k[:, None])).sum(axis=1)
+            rewards = rewards.astype(np.float32)
+            last = idx[np.arange(len(t)), k]
+            discounts = (self.gamma ** (k + 1)).astype(np.float32)
+        next_obs = self._stack((last + 1) % self.size_per_env, e)
+        ends = np.flatnonzero(self.episode_end[last, e])
+        if ends.size:
             # the successor of an episode's last step is its final observation, not the next episode's first
-            final = self.final_frames[(int(t[i]), int(e[i]))]
+            finals = np.stack([self.final_frames[(int(last[i]), int(e[i]))] for i in ends])
             if self.frame_stack > 1:
-                next_obs[i, :-1] = obs[i, 1:]
-                next_obs[i, -1] = final
+                before = obs[ends] if self.n_step == 1 else self._stack(last[ends], e[ends])
+                next_obs[ends, :-1] = before[:, 1:]
+                next_obs[ends, -1] = finals
             else:
-                next_obs[i] = final
-        return TransitionBatch(obs, self.actions[t, e], self.rewards[t, e], next_obs, self.terminated[t, e])
+                next_obs[ends] = finals
+        return TransitionBatch(obs, self.actions[t, e], rewards, next_obs, self.terminated[last, e], discounts)
 
     def _stack(self, t: np.ndarray, e: np.ndarray) -> np.ndarray:
         """Rebuild observations (B, *obs_shape) at slots t of envs e, zeroing frames before episode starts."""
@@ -238,7 +275,164 @@ class ReplayBuffer:
         self._next_is_start[:] = True
 
     @staticmethod
-    def nbytes_for(capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype, frame_stack: int) -> int:
-        """Bytes the frame storage of a buffer with these settings takes (for memory checks)."""
+    def nbytes_for(capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype, frame_stack: int,
+                   prioritized: bool = False) -> int:
+        """Bytes a buffer with these settings takes once full (for memory checks): the frames, the
+        per-slot arrays (int64 action, float32 reward and terminated flag, two bools) and, if
+        ``prioritized``, the float64 sum tree."""
         frame_shape = obs_shape[1:] if frame_stack > 1 else obs_shape
-        return int(capacity * np.prod(frame_shape) * np.dtype(obs_dtype).itemsize)
+        per_slot = int(np.prod(frame_shape)) * np.dtype(obs_dtype).itemsize + 8 + 4 + 4 + 2
+        tree = 2 * SumTree.leaves_for(capacity) * 8 if prioritized else 0
+        return int(capacity * per_slot + tree)
+
+
+class SumTree:
+    """A binary sum tree over ``capacity`` non-negative priorities, in one float64 array, with batched
+    (vectorized NumPy) updates and prefix-sum searches (Schaul et al. 2016, Appendix B.2.1).
+
+    Leaves live at ``tree[size:size + capacity]`` (size = the next power of two), node i holds the sum of
+    its children 2i and 2i+1, the root ``tree[1]`` the total.
+
+    Args:
+        capacity: number of leaves (>= 1).
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = int(capacity)
+        self.size = self.leaves_for(capacity)
+        self.depth = self.size.bit_length() - 1
+        self.tree = np.zeros(2 * self.size, dtype=np.float64)
+
+    @staticmethod
+    def leaves_for(capacity: int) -> int:
+        """The number of leaves of the tree: ``capacity`` rounded up to a power of two."""
+        return 1 << max(int(capacity) - 1, 0).bit_length()
+
+    @property
+    def total(self) -> float:
+        """The sum of all priorities."""
+        return float(self.tree[1])
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        """Priorities (B,) float64 of leaves ``index`` (B,) int."""
+        return self.tree[self.size + np.asarray(index)]
+
+    def update(self, index: np.ndarray, priority: np.ndarray) -> None:
+        """Set leaves ``index`` (B,) int to ``priority`` (B,) (>= 0; a repeated index keeps its last value)
+        and recompute the sums above them, one tree level at a time."""
+        node = self.size + np.asarray(index, dtype=np.int64)
+        self.tree[node] = priority
+        for _ in range(self.depth):  # a repeated parent is written twice with the same sum
+            node >>= 1
+            self.tree[node] = self.tree[2 * node] + self.tree[2 * node + 1]
+
+    def find(self, value: np.ndarray) -> np.ndarray:
+        """Leaves (B,) int64 whose prefix-sum interval holds ``value`` (B,) in [0, total): the leaf i with
+        sum(p[:i]) <= value < sum(p[:i + 1]). A leaf of priority 0 is never returned."""
+        value = np.array(value, dtype=np.float64)
+        node = np.ones(len(value), dtype=np.int64)
+        for _ in range(self.depth):
+            left = 2 * node
+            left_sum, right_sum = self.tree[left], self.tree[left + 1]
+            # rounding can leave value at or above a subtree's sum: never descend into an empty subtree
+            go_right = ((value >= left_sum) & (right_sum > 0)) | (left_sum <= 0)
+            value = np.where(go_right, np.minimum(value - left_sum, np.nextafter(right_sum, 0)), value)
+            node = left + go_right
+        return node - self.size
+
+
+class PrioritizedReplayBuffer(ReplayBuffer):
+    """Proportional prioritized experience replay (Schaul et al. 2016, "Prioritized Experience Replay",
+    ICLR) over :class:`ReplayBuffer`'s frame-deduplicated storage.
+
+    Transition i is sampled with probability P(i) = p_i^alpha / sum_k p_k^alpha and weighted by
+    w_i = (N * P(i))^-beta / max_j w_j (max over the batch, as in Dopamine's Rainbow). A transition enters
+    at the largest priority seen so far (so it is replayed at least once soon); :meth:`update_priorities`
+    sets p_i = |delta_i| + eps after a gradient step. Slots that cannot be sampled (see
+    :meth:`ReplayBuffer.valid_slots`) hold priority 0, so the sum tree samples valid slots only.
+
+    Args:
+        capacity, obs_shape, ...: as :class:`ReplayBuffer`.
+        alpha: priority exponent in [0, 1] (0 = uniform).
+        eps: added to |delta| so no transition gets priority 0.
+
+    Raises:
+        ValueError: as :class:`ReplayBuffer`, or ``alpha`` outside [0, 1].
+    """
+
+    def __init__(self, *args, alpha: float = 0.6, eps: float = 1e-6, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"alpha={alpha} is not allowed: expected a number in [0, 1]")
+        self.alpha, self.eps = float(alpha), float(eps)
+        self.tree = SumTree(self.size_per_env * self.num_envs)
+        self.max_priority = 1.0
+
+    def add(self, *args, **kwargs) -> None:
+        """Store one step of every env (see :meth:`ReplayBuffer.add`); the slot n steps back becomes
+        sampleable at the maximum priority, the new slot and the K-1 oldest ones unsampleable."""
+        t = self.pos
+        super().add(*args, **kwargs)
+        m, n, slots = self.num_envs, self.n_step, self.size_per_env
+        envs = np.arange(m)
+        # the new slot, and once the ring has wrapped the K-1 oldest ones (their stacks reach the new frame)
+        dead = (t + np.arange(self.frame_stack if self.full else 1)) % slots
+        self.tree.update((dead[:, None] * m + envs).ravel(), 0.0)
+        if self.full or t >= n:  # slot t - n now has its n successors
+            self.tree.update((t - n) % slots * m + envs, self.max_priority ** self.alpha)
+
+    def sample(self, batch_size: int, beta: float = 1.0) -> TransitionBatch:
+        """Sample ``batch_size`` transitions in proportion to their priorities (one from each of
+        ``batch_size`` equal slices of the total, Schaul et al. 2016 B.2.1), with importance-sampling
+        weights for exponent ``beta`` in [0, 1].
+
+        Raises:
+            ValueError: if no complete transition is stored yet.
+        """
+        total = self.tree.total
+        if total <= 0:
+            raise ValueError("the replay buffer holds no complete transition yet")
+        value = (np.arange(batch_size) + self.rng.random(batch_size)) * (total / batch_size)
+        index = self.tree.find(np.minimum(value, np.nextafter(total, 0)))
+        probs = self.tree[index] / total
+        weights = (self.valid_count() * probs) ** -beta
+        batch = self.gather(index // self.num_envs, index % self.num_envs)
+        batch.weights = (weights / weights.max()).astype(np.float32)
+        batch.indices = index
+        return batch
+
+    def valid_count(self) -> int:
+        """N, the number of sampleable transitions over all envs."""
+        return self.valid_slots()[1] * self.num_envs
+
+    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+        """Set the priorities of the sampled ``indices`` (B,) from their errors (B,) (|TD error|, or the
+        distributional loss of C51, as Hessel et al. 2018 do): p = |error| + eps."""
+        priority = np.abs(np.asarray(td_errors, dtype=np.float64)) + self.eps
+        self.max_priority = max(self.max_priority, float(priority.max()))
+        self.tree.update(indices, priority ** self.alpha)
+
+    def save(self, directory: str | Path) -> None:
+        """:meth:`ReplayBuffer.save`, and the sum tree's leaves and the maximum priority."""
+        super().save(directory)
+        np.save(Path(directory) / "priorities.npy", self.tree[np.arange(self.tree.capacity)])
+        np.save(Path(directory) / "max_priority.npy", np.array([self.max_priority]))
+
+    def load(self, directory: str | Path) -> None:
+        """:meth:`ReplayBuffer.load`, and the priorities (the sum tree is rebuilt from its leaves).
+
+        Raises:
+            ValueError: if a file is missing, unreadable or of the wrong shape.
+        """
+        super().load(directory)
+        try:
+            leaves = np.load(Path(directory) / "priorities.npy", allow_pickle=False)
+            max_priority = float(np.load(Path(directory) / "max_priority.npy", allow_pickle=False)[0])
+        except Exception as exc:
+            raise ValueError(f"replay snapshot {directory}: cannot read its priorities ({exc})") from None
+        if leaves.shape != (self.tree.capacity,):
+            raise ValueError(f"replay snapshot {directory}: priorities.npy has shape {leaves.shape}, "
+                             f"this buffer needs ({self.tree.capacity},)")
+        self.tree.tree[:] = 0
+        self.tree.update(np.arange(self.tree.capacity), leaves)
+        self.max_priority = max_priority

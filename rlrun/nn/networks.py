@@ -21,12 +21,13 @@ class NatureTrunk(nn.Module):
     """The convolutional trunk of Mnih et al. 2015 (Nature 518:529), Methods, up to its 512 features.
 
     Input: (B, C, H, W) uint8 frames (C = frame stack, 84x84 in the paper), scaled by 1/255 inside.
-    Output: (B, 512) float32.
+    Output: (B, out_features) float32, 512 (or the 3,136 flattened convolution features at 84x84 without
+    the fully connected layer, ``fully_connected=False``, for heads that bring their own, e.g. dueling streams).
     Layers: conv 32x8x8 stride 4, conv 64x4x4 stride 2, conv 64x3x3 stride 1 and a
     512-unit layer, each followed by ReLU.
     """
 
-    def __init__(self, in_channels: int, screen_size: int = 84):
+    def __init__(self, in_channels: int, screen_size: int = 84, fully_connected: bool = True):
         super().__init__()
         convs = nn.Sequential(
             nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
@@ -36,7 +37,9 @@ class NatureTrunk(nn.Module):
         )
         with torch.no_grad():
             n_flat = convs(torch.zeros(1, in_channels, screen_size, screen_size)).shape[1]
-        self.layers = nn.Sequential(*convs, nn.Linear(n_flat, NATURE_FEATURES), nn.ReLU())
+        fc = [nn.Linear(n_flat, NATURE_FEATURES), nn.ReLU()] if fully_connected else []
+        self.layers = nn.Sequential(*convs, *fc)
+        self.out_features = NATURE_FEATURES if fully_connected else n_flat
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Hand the convolutions their input in the weights' memory format: a channels-last
