@@ -36,13 +36,17 @@ The figures:
    28.2 GB each; where the machine refuses that allocation the run uses a buffer
    of ``learning_starts + steps + 1`` transitions instead (noted in the table):
    the buffer never fills during the run, so it samples exactly as a 1M buffer.
+With ``--switches``: figures 2 and 3 also for each Rainbow component of ``algo=dqn`` alone
+(``SWITCHES``) and for ``algo=rainbow`` (all of them, with its learning_starts and buffer set to the
+runs' values; its other settings do not change the work per step), and the ratio of each to plain DQN.
 5. Peak memory (peak RSS, ``VmHWM`` of the process's own address space, in GB):
    (a) a process holding rlrun's ``ReplayBuffer`` of 1,000,000 (4, 84, 84) uint8
    observations after every slot was written through ``add()`` with random
    nonzero frames, next to the computed sizes: frames stored once (7.1 GB) versus
    stacked observations (28.2 GB for obs, 56.4 GB for obs + next_obs);
    (b) the rlrun training process of figure 3, which touches only the replay
-   slots of its ``learning_starts + steps`` transitions.
+   slots of its ``learning_starts + steps`` transitions;
+   (c) with ``--switches``, (a) for the prioritized buffer (frames plus the float64 sum tree).
 
 Training runs (3, 4) and the buffer fill (5a) each run in a fresh Python process,
 so that their memory figures are not mixed; runs of rlrun and SB3 alternate.
@@ -96,10 +100,24 @@ UPDATE_WARMUP = 5           # untimed updates before timing (the first one compi
 EPISODE_LENGTH = 1000       # the buffer fill ends an episode this often, as a game would
 SECTION = "## DQN on Breakout"
 
+SWITCHES = {  # name -> overrides of algo=dqn; "rainbow" is the preset with every switch on
+    "prioritized": ["algo.prioritized=true"],
+    "n_step=3": ["algo.n_step=3"],
+    "dueling": ["algo.dueling=true"],
+    "noisy": ["algo.noisy=true"],
+    "distributional (C51)": ["algo.distributional=true"],
+    "rainbow": ["algo=rainbow"],
+}
+
 FULL = {"repeats": 3, "steps": 4000, "learning_starts": 1000, "env_steps": 5000, "update_calls": 200,
         "fill": REFERENCE["buffer_size"]}
 QUICK = {"repeats": 1, "steps": 400, "learning_starts": 200, "env_steps": 1000, "update_calls": 20,
          "fill": 20_000}
+
+
+def with_algo(overrides: tuple[str, ...]) -> list[str]:
+    """``overrides`` with ``algo=dqn`` in front unless they choose the algo themselves (algo=rainbow)."""
+    return list(overrides) if any(o.startswith("algo=") for o in overrides) else ["algo=dqn", *overrides]
 
 
 # ---- 1. environment steps ------------------------------------------------------------
@@ -131,47 +149,54 @@ UPDATE_VARIANTS = {  # name -> (channels_last, torch.compile)
 }
 
 
-def bench_update(channels_last: bool, compile: bool, calls: int, repeats: int) -> float:
-    """Median ms of one DQN update at batch 32: rlrun.algos.dqn.make_update on rlrun's NatureCNN
-    with rlrun's optimizer (make_adam), exactly the gradient step of rlrun.algos.dqn.train."""
+def bench_update(channels_last: bool, compile: bool, calls: int, repeats: int, overrides: tuple[str, ...] = ()
+                 ) -> float:
+    """Median ms of one DQN update at batch 32: rlrun.algos.dqn.make_update on the Q-network of
+    ``algo=dqn`` + ``overrides`` (rlrun.algos.dqn.build_q_network) with rlrun's optimizer (make_adam),
+    exactly the gradient step of rlrun.algos.dqn.train, with n-step discounts and importance weights
+    when the overrides ask for them."""
     import copy
     from types import SimpleNamespace
 
     import torch
+    from omegaconf import OmegaConf
 
-    from rlrun.algos.dqn import make_update
+    from rlrun.algos.dqn import build_q_network, make_update
     from rlrun.nn.optim import make_adam
-    from rlrun.nn.networks import NatureCNN
 
     torch.manual_seed(SEED)
-    q_network = NatureCNN(OBS_SHAPE[0], N_ACTIONS)
+    cfg = compose_config([*with_algo(overrides), "env=breakout"])
+    q_network = build_q_network(cfg, OBS_SHAPE, N_ACTIONS)
     if channels_last:
         q_network = q_network.to(memory_format=torch.channels_last)
     target_network = copy.deepcopy(q_network).requires_grad_(False)
     optimizer = make_adam(q_network, REFERENCE["learning_rate"], 1e-8)
-    args = SimpleNamespace(gamma=REFERENCE["gamma"], double_dqn=False, max_grad_norm=None, loss="mse",
-                           compile=compile)
+    args = SimpleNamespace(**{**OmegaConf.to_container(cfg.algo, resolve=True), "compile": compile})
     update = make_update(q_network, target_network, optimizer, args)
     batch = REFERENCE["batch_size"]
     tensors = (torch.randint(0, 256, (batch, *OBS_SHAPE), dtype=torch.uint8),  # obs
                torch.randint(0, N_ACTIONS, (batch,)),                          # actions
                torch.randint(-1, 2, (batch,)).float(),                         # rewards
                torch.randint(0, 256, (batch, *OBS_SHAPE), dtype=torch.uint8),  # next_obs
-               (torch.rand(batch) < 0.05).float())                             # terminated
+               (torch.rand(batch) < 0.05).float(),                             # terminated
+               torch.full((batch,), args.gamma ** args.n_step) if args.n_step > 1 else None,  # discounts
+               torch.rand(batch) if args.prioritized else None)                # importance weights
     return 1000 * statistics.median(seconds_per_call(lambda: update(*tensors), calls, UPDATE_WARMUP)
                                     for _ in range(repeats))
 
 
 # ---- 3. rlrun training ---------------------------------------------------------------
 
-def train_rlrun(learning_starts: int, steps: int, compile: bool) -> list[tuple[int, float]]:
-    """Train rlrun's DQN on Breakout; returns (step, wall time) of every ``losses/td_loss`` event."""
+def train_rlrun(learning_starts: int, steps: int, compile: bool, overrides: tuple[str, ...] = ()
+                ) -> list[tuple[int, float]]:
+    """Train rlrun's DQN (``algo=dqn`` + ``overrides``, e.g. a Rainbow switch) on Breakout; returns
+    (step, wall time) of every ``losses/td_loss`` event."""
     from rlrun.cli.train import run_training
     from rlrun.core.events import read_scalars
 
     r = REFERENCE
     cfg = compose_config([
-        "algo=dqn", "env=breakout", f"seed={SEED}", f"total_timesteps={learning_starts + steps}",
+        *with_algo(overrides), "env=breakout", f"seed={SEED}", f"total_timesteps={learning_starts + steps}",
         f"algo.learning_starts={learning_starts}", f"algo.compile={str(compile).lower()}",
         f"algo.num_envs={r['num_envs']}", f"replay.buffer_size={r['buffer_size']}",
         f"algo.batch_size={r['batch_size']}", f"algo.train_frequency={r['train_frequency']}",
@@ -236,11 +261,16 @@ def train_sb3(learning_starts: int, steps: int) -> tuple[list[tuple[int, float]]
 
 # ---- 5. replay memory ------------------------------------------------------------------
 
-def fill_replay(capacity: int) -> int:
-    """Write every slot of an rlrun ReplayBuffer of ``capacity`` Atari transitions; returns len(buffer)."""
-    from rlrun.data.replay import ReplayBuffer
+def fill_replay(capacity: int, prioritized: bool = False) -> int:
+    """Write every slot of an rlrun ReplayBuffer (or PrioritizedReplayBuffer, alpha 0.5 and n = 3 as in
+    Rainbow) of ``capacity`` Atari transitions; returns len(buffer)."""
+    from rlrun.data.replay import PrioritizedReplayBuffer, ReplayBuffer
 
-    rb = ReplayBuffer(capacity, OBS_SHAPE, np.uint8, num_envs=1, frame_stack=OBS_SHAPE[0], seed=SEED)
+    if prioritized:
+        rb = PrioritizedReplayBuffer(capacity, OBS_SHAPE, np.uint8, num_envs=1, frame_stack=OBS_SHAPE[0], seed=SEED,
+                                     n_step=3, alpha=0.5)
+    else:
+        rb = ReplayBuffer(capacity, OBS_SHAPE, np.uint8, num_envs=1, frame_stack=OBS_SHAPE[0], seed=SEED)
     frames = np.random.default_rng(SEED).integers(1, 256, size=(64, 1, *OBS_SHAPE), dtype=np.uint8)
     action, reward = np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.float32)
     for i in range(capacity):
@@ -268,6 +298,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-sb3", action="store_true", help="do not run Stable-Baselines3")
     p.add_argument("--skip-memory", action="store_true", help="do not run the replay-buffer fill (figure 5a)")
     p.add_argument("--compile", action="store_true", help="also train rlrun with algo.compile=true")
+    p.add_argument("--switches", action="store_true", help="also each Rainbow switch alone and algo=rainbow")
     p.add_argument("--record", action="store_true", help=f"write the results into {DOCS.relative_to(DOCS.parents[1])}")
     args = p.parse_args(argv)
     sizes = QUICK if args.quick else FULL
@@ -296,6 +327,14 @@ def main(argv: list[str] | None = None) -> None:
         rows.append((f"DQN update (batch 32), {name}", f"{ms:.2f} ms",
                      f"mean of {args.update_calls} updates" + (", after compiling" if compile else "")))
 
+    switches = SWITCHES if args.switches else {}
+    plain_ms = bench_update(True, False, args.update_calls, repeats) if switches else None
+    for name, overrides in switches.items():
+        ms = bench_update(True, False, args.update_calls, repeats, tuple(overrides))
+        say(f"DQN update, {name}: {ms:.2f} ms")
+        rows.append((f"Update (batch 32, channels_last), {name}", f"{ms:.2f} ms",
+                     f"plain DQN {plain_ms:.2f} ms in the same invocation: {ms / plain_ms:.2f}x its time"))
+
     run_sb3 = not args.skip_sb3 and importlib.util.find_spec("stable_baselines3") is not None
     if not args.skip_sb3 and not run_sb3:
         say("stable-baselines3 is not installed: skipping SB3 (pip install stable-baselines3)")
@@ -304,6 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     rlrun_rss: list[int] = []
     sb3_rates: list[float] = []
     sb3_buffer = REFERENCE["buffer_size"]
+    switch_rates: dict[str, list[float]] = {name: [] for name in switches}
     for i in range(repeats):  # rlrun and SB3 alternate, so a slow phase of the machine hits both
         for compile in variants:
             points, rss = in_subprocess(train_rlrun, ls, steps, compile)
@@ -311,6 +351,10 @@ def main(argv: list[str] | None = None) -> None:
             if not compile:
                 rlrun_rss.append(rss)
             say(f"rlrun DQN{' compile' * compile} run {i + 1}/{repeats}: {rlrun_rates[compile][-1]:,.0f} agent steps/s")
+        for name, overrides in switches.items():
+            points, _ = in_subprocess(train_rlrun, ls, steps, False, tuple(overrides))
+            switch_rates[name].append(steady_rate(points, WARMUP_POINTS))
+            say(f"rlrun DQN {name} run {i + 1}/{repeats}: {switch_rates[name][-1]:,.0f} agent steps/s")
         if run_sb3:
             (points, sb3_buffer), _ = in_subprocess(train_sb3, ls, steps)
             sb3_rates.append(steady_rate(points, WARMUP_POINTS))
@@ -322,6 +366,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.compile:
         rows.append(("rlrun DQN, algo.compile=true, steady state", f"{statistics.median(rlrun_rates[True]):,.0f} steps/s",
                      timed + ", compile time excluded"))
+    for name, rates in switch_rates.items():
+        rate = statistics.median(rates)
+        rows.append((f"rlrun DQN + {name}, steady state" if name != "rainbow" else "rlrun algo=rainbow, steady state",
+                     f"{rate:,.0f} steps/s", f"{rate / rlrun_rate:.2f}x plain DQN; {timed}"))
     if run_sb3:
         sb3_rate = statistics.median(sb3_rates)
         note = timed if sb3_buffer == REFERENCE["buffer_size"] else (
@@ -342,6 +390,13 @@ def main(argv: list[str] | None = None) -> None:
                      f"{rss / GB:.2f} GB",
                      f"computed: frames once {once / GB:.2f} GB; stacked obs {stacked_bytes(args.fill, 1) / GB:.1f} GB, "
                      f"obs + next_obs {stacked_bytes(args.fill, 2) / GB:.1f} GB"))
+        if switches:
+            size, rss = in_subprocess(fill_replay, args.fill, True)
+            assert size == args.fill, (size, args.fill)
+            need = ReplayBuffer.nbytes_for(args.fill, OBS_SHAPE, np.uint8, OBS_SHAPE[0], prioritized=True)
+            say(f"PrioritizedReplayBuffer of {args.fill:,} filled: peak RSS {rss / GB:.2f} GB")
+            rows.append((f"Peak RSS, rlrun PrioritizedReplayBuffer of {args.fill:,} transitions, all written",
+                         f"{rss / GB:.2f} GB", f"computed with the sum tree: {need / GB:.2f} GB (limit of the issue: 8 GB)"))
     rows.append(("Peak RSS, rlrun DQN training process", f"{statistics.median(rlrun_rss) / GB:.2f} GB",
                  f"figure 3; replay pages touched for its {ls + steps:,} transitions only"))
 
