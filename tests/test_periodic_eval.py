@@ -16,6 +16,7 @@ GRIDWORLD_EXPERT = ("algo=value_iteration", "env=gridworld", "algo.gamma=1", "al
 # algo -> (overrides with eval.interval, total steps in the algorithm's unit, the interval)
 RUNS = {
     "dqn": (["env=cartpole", "total_timesteps=900", "algo.learning_starts=200"], 900, 300),
+    "rainbow": (["algo=rainbow", "env=cartpole", "total_timesteps=900", "algo.learning_starts=200"], 900, 300),
     "ppo": (["env=cartpole", "total_timesteps=2048"], 2048, 512),
     "pbrl": (["env=gym", "env.id=Pendulum-v1", "total_timesteps=1024", "algo.num_envs=1", "algo.num_steps=512",
               "algo.num_minibatches=4", "algo.update_epochs=1", "algo.num_labels=20", "algo.segment_length=10",

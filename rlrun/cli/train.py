@@ -21,7 +21,7 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import rlrun.algos  # noqa: F401 (registers every algorithm)
 from rlrun.cli import sweep
@@ -91,6 +91,33 @@ class StoppedBySignal(Exception):
     """Training stopped early on SIGINT or SIGTERM after writing a checkpoint; ``args[0]`` is the signal."""
 
 
+def algo_defaults(name: str) -> DictConfig:
+    """The keys of ``configs/algo/<name>.yaml`` with those of the files its defaults list includes
+    (``rainbow`` includes ``dqn``)."""
+    import importlib.resources
+
+    text = importlib.resources.files("rlrun.configs").joinpath("algo", f"{name}.yaml").read_text()
+    own = OmegaConf.create(text)
+    merged = OmegaConf.create()
+    for base in own.pop("defaults", []):
+        if base != "_self_":
+            merged = OmegaConf.merge(merged, algo_defaults(str(base)))
+    return OmegaConf.merge(merged, own)
+
+
+def add_new_algo_keys(saved: DictConfig) -> None:
+    """Give the config of a run written by an older rlrun the algorithm keys added since, at their defaults
+    (new switches default to off, so the run continues as the old code ran it). Keys it has are kept."""
+    try:
+        defaults = algo_defaults(str(saved.algo.name))
+    except (FileNotFoundError, OSError):
+        return  # an algorithm this version does not know: validation names it
+    for key, value in defaults.items():
+        if key not in saved.algo:
+            with open_dict(saved.algo):
+                saved.algo[key] = value
+
+
 def resume_config(run_dir: Path, overrides: list[str], checkpoint: dict) -> DictConfig:
     """The config of a run being resumed: its saved config.yaml plus the allowed ``overrides``.
 
@@ -101,6 +128,8 @@ def resume_config(run_dir: Path, overrides: list[str], checkpoint: dict) -> Dict
     """
     saved = OmegaConf.load(run_dir / "config.yaml")
     in_checkpoint = OmegaConf.create(checkpoint["config"])
+    add_new_algo_keys(saved)
+    add_new_algo_keys(in_checkpoint)
     for key in experiment_keys(saved) | experiment_keys(in_checkpoint):
         a, b = OmegaConf.select(saved, key), OmegaConf.select(in_checkpoint, key)
         if a != b:
