@@ -29,10 +29,10 @@ bins; a run's curve is the mean return of its episodes ending in each bin
 (bins are closed on the right), linearly interpolated over bins in which none
 ended, and undefined before its first and after its last episode. A group's
 curve is, per bin, the mean over the runs defined there, with a 95% percentile
-confidence interval from rliable's stratified bootstrap over those runs
-(:func:`rliable.library.get_interval_estimates`; one env is one stratum, so this
-is the bootstrap over seeds; each bin is resampled independently, so the band is
-pointwise). ``n_runs`` in the CSV says how many runs each point averages.
+confidence interval from the stratified bootstrap over those runs
+(:func:`rlrun.core.stats.stratified_bootstrap_ci`; one env is one stratum, so this
+is the bootstrap over seeds; whole curves are resampled and each bin's interval
+taken on its own, so the band is pointwise). ``n_runs`` in the CSV says how many runs each point averages.
 
 **Final scores.** A run's final score is the mean return of its last ``--last``
 episodes (all of them if it has fewer). Per group: the number of runs, the mean
@@ -40,7 +40,7 @@ and sample standard deviation (ddof 1; NaN for a single run) of the final scores
 mean (IQM: the mean of the middle 50% of runs, ``scipy.stats.trim_mean`` with
 25% cut at each end, floor-rounded, so 2 or 3 runs give their mean) with its 95%
 stratified-bootstrap confidence interval
-(:func:`rliable.metrics.aggregate_iqm`; Agarwal et al. 2021, "Deep Reinforcement
+(:func:`rlrun.core.stats.iqm`; Agarwal et al. 2021, "Deep Reinforcement
 Learning at the Edge of the Statistical Precipice", NeurIPS).
 
 Files written into ``--out`` (default ``<first DIR>/plots``)::
@@ -59,25 +59,25 @@ before anything is written.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from omegaconf import OmegaConf
 
 from rlrun.core.config import RESUMABLE_KEYS, flatten
+from rlrun.core import stats
 from rlrun.core.events import EVENT_GLOB, read_scalars
 
 EXIT_BAD_INPUT = 2                   # exit status for bad input, as for rlrun and rlrun-eval
 DEFAULT_TAG = "charts/episodic_return"  # the raw episodic return every rlrun algorithm logs
 DEFAULT_BINS = 50                    # equal-width x bins per curve (--window)
 DEFAULT_LAST = 100                   # episodes averaged into a run's final score, as logging.metric_episodes
-DEFAULT_REPS = 50_000                # bootstrap resamples: rliable's default for get_interval_estimates
+DEFAULT_REPS = 50_000                # bootstrap resamples (rliable's default, Agarwal et al.'s choice)
 CONFIDENCE = 0.95                    # coverage of every confidence interval
 BOOTSTRAP_SEED = 0                   # seed of the bootstrap, so the same runs give the same intervals
 OUT_SUBDIR = "plots"                 # default output directory, inside the first DIR
@@ -236,40 +236,6 @@ def group_runs(runs: list[RunCurve]) -> list[RunCurve]:
 
 
 # ---- statistics -------------------------------------------------------------------------
-@contextlib.contextmanager
-def seeded_numpy(seed: int) -> Iterator[None]:
-    """Seed NumPy's global generator for the block and restore its state afterwards.
-
-    rliable 1.2's StratifiedBootstrap draws its resampling indices from ``np.random``
-    (its ``random_state`` argument is not used for them), so this makes its intervals
-    reproducible without changing the caller's random stream.
-    """
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
-
-
-def interval_estimates(scores: dict[str, np.ndarray], func: Callable[[np.ndarray], np.ndarray],
-                       reps: int) -> tuple[dict, dict]:
-    """rliable's stratified-bootstrap point and 95% interval estimates, reproducibly seeded.
-
-    Args:
-        scores: label -> (num_runs, num_tasks, ...) float64 array.
-        func: the aggregate, (num_runs, num_tasks, ...) -> 1D array.
-        reps: bootstrap resamples.
-
-    Returns:
-        (point, interval): label -> (K,) estimates, and label -> (2, K) lower and upper bounds.
-    """
-    from rliable import library
-
-    with seeded_numpy(BOOTSTRAP_SEED):
-        return library.get_interval_estimates(scores, func, reps=reps, confidence_interval_size=CONFIDENCE)
-
-
 def binned_curve(x: np.ndarray, returns: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """One run's curve on shared bins: the mean of the returns of episodes ending in each bin.
 
@@ -305,7 +271,7 @@ def mean_curve(curves: np.ndarray, reps: int) -> tuple[np.ndarray, np.ndarray, n
     Returns:
         (mean, ci_low, ci_high, n_runs): (B,) float64 arrays (NaN where no run is defined) and
         (B,) int64, the number of runs defined in each bin. Bins are grouped by which runs are
-        defined, and each set is bootstrapped once with rliable over those runs.
+        defined, and each set is bootstrapped once over those runs (:mod:`rlrun.core.stats`).
     """
     bins = curves.shape[1]
     defined = ~np.isnan(curves)
@@ -316,9 +282,8 @@ def mean_curve(curves: np.ndarray, reps: int) -> tuple[np.ndarray, np.ndarray, n
     for cols in patterns.values():
         rows = defined[:, cols[0]]
         scores = curves[np.ix_(rows, cols)][:, None, :]  # (runs, 1 task, bins)
-        point, interval = interval_estimates({"curve": scores}, lambda s: s.mean(axis=(0, 1)), reps)
-        mean[cols] = point["curve"]
-        low[cols], high[cols] = interval["curve"][0], interval["curve"][1]
+        mean[cols], low[cols], high[cols] = stats.stratified_bootstrap_ci(scores, stats.mean_statistic, reps,
+                                                                           seed=BOOTSTRAP_SEED)
     return mean, low, high, defined.sum(axis=0)
 
 
@@ -371,24 +336,23 @@ def env_curves(runs: list[RunCurve], axis: str, bins: int, reps: int) -> list[Gr
 def final_score_table(runs: list[RunCurve], last: int, reps: int) -> list[dict[str, Any]]:
     """Per group: n_runs, mean, std (ddof 1; NaN for one run), IQM and its 95% interval of the final scores.
 
-    The IQM and its interval come from ``rliable.metrics.aggregate_iqm`` under rliable's
-    stratified bootstrap (Agarwal et al. 2021). Rows are in the order of ``runs``' groups.
+    The IQM and its interval come from :mod:`rlrun.core.stats` (scipy's trimmed mean under its
+    stratified bootstrap; Agarwal et al. 2021). Rows are in the order of ``runs``' groups.
     """
-    from rliable import metrics
-
     groups: dict[tuple[str, str], list[RunCurve]] = {}
     for run in runs:
         groups.setdefault((run.env, run.group), []).append(run)
     scores = {f"{env}\0{group}": np.array([[r.final_score(last)] for r in members])
               for (env, group), members in groups.items()}  # (runs, 1 task)
-    point, interval = interval_estimates(scores, lambda s: np.array([metrics.aggregate_iqm(s)]), reps)
     rows = []
     for (env, group), members in groups.items():
-        key, s = f"{env}\0{group}", scores[f"{env}\0{group}"][:, 0]
+        key = f"{env}\0{group}"
+        (iqm,), (iqm_low,), (iqm_high,) = stats.stratified_bootstrap_ci(scores[key], stats.iqm_statistic, reps,
+                                                                       seed=BOOTSTRAP_SEED)
+        s = scores[key][:, 0]
         rows.append({"group": group, "algo": members[0].algo, "env": env, "n_runs": len(members),
                      "mean": float(s.mean()), "std": float(s.std(ddof=1)) if len(s) > 1 else float("nan"),
-                     "iqm": float(point[key][0]), "iqm_ci_low": float(interval[key][0, 0]),
-                     "iqm_ci_high": float(interval[key][1, 0])})
+                     "iqm": float(iqm), "iqm_ci_low": float(iqm_low), "iqm_ci_high": float(iqm_high)})
     return rows
 
 
@@ -431,7 +395,7 @@ def plot_env(path: Path, env: str, curves: list[GroupCurve], axis: str, tag: str
 def markdown_table(rows: list[dict[str, Any]], last: int) -> str:
     """The final-score rows of :func:`final_score_table` as a Markdown table with a caption."""
     lines = [f"Final score of a run: mean return of its last {last} episodes. Mean +- sample std over runs; "
-             f"IQM with its {CONFIDENCE:.0%} stratified-bootstrap CI (rliable; Agarwal et al. 2021).", "",
+             f"IQM with its {CONFIDENCE:.0%} stratified-bootstrap CI (Agarwal et al. 2021).", "",
              "| env | group | runs | mean +- std | IQM [95% CI] |", "| --- | --- | ---: | ---: | ---: |"]
     for r in rows:
         std = "n/a" if np.isnan(r["std"]) else f"{r['std']:.2f}"
@@ -500,7 +464,7 @@ def main(argv: list[str] | None = None) -> None:
     [--window N] [--last N] [--reps N]``; exit status 2 with one line on stderr on bad input."""
     parser = argparse.ArgumentParser(
         prog="rlrun-plot", description="Learning curves (mean over seeds, 95% stratified-bootstrap bands), "
-        "final-score tables (mean +- std, IQM with 95% CI, rliable) and the CSV behind them, from rlrun run "
+        "final-score tables (mean +- std, IQM with 95% CI) and the CSV behind them, from rlrun run "
         "and sweep directories.")
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="run or sweep directories, searched recursively")
     parser.add_argument("--out", metavar="OUT", help=f"output directory (default: <first DIR>/{OUT_SUBDIR})")
@@ -514,7 +478,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--last", type=int, default=DEFAULT_LAST, metavar="N",
                         help=f"final score = mean return of a run's last N episodes (default {DEFAULT_LAST})")
     parser.add_argument("--reps", type=int, default=DEFAULT_REPS, metavar="N",
-                        help=f"bootstrap resamples per interval (default {DEFAULT_REPS}, rliable's)")
+                        help=f"bootstrap resamples per interval (default {DEFAULT_REPS})")
     args = parser.parse_args(argv)
     try:
         written = plot(args.dirs, args.out, args.x, args.tag, args.window, args.last, args.reps)
