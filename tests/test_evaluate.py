@@ -123,7 +123,7 @@ def fake_runs(root: Path) -> None:
     (["{tmp}"], "is not an rlrun run directory"),
     (["{tmp}/empty"], "holds no valid checkpoint"),
     (["{tmp}/corrupt/checkpoints/step_000000000100.pt"], "cannot load checkpoint"),
-    (["{tmp}/empty/config.yaml"], "is not in the checkpoints/ directory of a run"),
+    (["{tmp}/empty/config.yaml"], "PyTorch cannot read it"),
     (["{tmp}/empty", "--episodes", "0"], "--episodes=0 is not allowed: expected an integer >= 1"),
     (["{tmp}/empty", "--epsilon", "2"], "--epsilon=2.0 is not allowed: expected a number in [0, 1]"),
     (["{tmp}/empty", "--device", "gpu"], "--device=gpu is not allowed"),

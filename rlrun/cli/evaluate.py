@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 import rlrun.algos  # noqa: F401 (registers every algorithm)
 from rlrun.core import registry
 from rlrun.core.checkpoint import find_checkpoint, step_name
-from rlrun.core.config import ConfigError
+from rlrun.core.config import ConfigError, device_unavailable
 from rlrun.core.registry import AlgoSpec
 from rlrun.core.run import resolve_device
 from rlrun.data.demos import DemoRecorder, save_demos
@@ -71,8 +71,9 @@ def parse_device(name: str) -> torch.device:
         device = resolve_device(name)
     except RuntimeError:
         raise InputError(f"--device={name} is not allowed: expected auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device={name} is not allowed: no CUDA device is available")
+    unavailable = device_unavailable(name)
+    if unavailable:
+        raise InputError(f"--device={name} is not allowed: expected {unavailable}")
     return device
 
 

@@ -10,6 +10,7 @@ allowed, before any env, network or buffer is created.
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import time
@@ -18,24 +19,44 @@ from pathlib import Path
 import hydra
 import torch
 from hydra._internal.utils import get_args_parser
+from hydra.experimental.callback import Callback
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import rlrun.algos  # noqa: F401 (registers every algorithm)
-from rlrun.cli import sweep
+from rlrun.cli import presets, sweep
 from rlrun.cli.evaluate import make_evaluator
 from rlrun.core import registry
 from rlrun.core.checkpoint import CheckpointError, latest_checkpoint
 from rlrun.core.config import RESUMABLE_KEYS, ConfigError, experiment_keys, fail, get, validate_run
 from rlrun.core.registry import AlgoSpec
 from rlrun.core.run import Run, RunDirError, seed_everything
-from rlrun.envs.factory import validate_env
+from rlrun.envs.factory import send_mujoco_log, validate_env
+from rlrun.envs.scores import score_context
 from rlrun.rlhf.learned_reward import validate_reward
 
 EXIT_BAD_CONFIG = 2  # exit status for invalid configs and unusable run directories
 EXIT_CHECKPOINT_FAILED = 1  # exit status when a checkpoint cannot be written (the previous one is intact)
+NEW_DIRS: list[Path] = []  # the run directory and its parents that did not exist before Hydra made them
+
+
+class NewRunDirs(Callback):
+    """Hydra callback (``hydra.callbacks.new_run_dirs`` in configs/config.yaml): before Hydra creates a
+    single run's directory, note it and those of its parents that do not exist yet (``outputs/``,
+    ``outputs/<date>/``), so that a refused run removes exactly what was made for it (:func:`remove_new_dirs`)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        run_dir = Path(str(config.hydra.run.dir)).absolute()
+        NEW_DIRS[:] = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+
+
+def remove_new_dirs() -> None:
+    """Remove the directories :class:`NewRunDirs` saw Hydra about to create, deepest first, where still empty."""
+    for path in NEW_DIRS:
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def validate(cfg: DictConfig) -> AlgoSpec:
@@ -69,9 +90,13 @@ def run_training(cfg: DictConfig, run_dir: str | Path, resume: dict | None = Non
     torch.backends.cudnn.deterministic = bool(cfg.torch_deterministic)
     seed_everything(int(cfg.seed))
     run = Run(cfg, run_dir, resume=resume, evaluate=make_evaluator(cfg, spec) if spec.make_policy else None)
+    send_mujoco_log(cfg, run.dir)
     verb = f"resuming from step {run.start_step} in" if resume else "run directory"
     print(f"rlrun: {cfg.algo.name} on {cfg.env.id}, {verb} {run.dir}\n"
           f"rlrun: watch it with: tensorboard --logdir {run.dir}", flush=True)
+    if OmegaConf.select(cfg, "family_preset"):
+        print(f"rlrun: settings: the family preset {cfg.family_preset} (configs/preset/{cfg.family_preset}.yaml) "
+              "under any tuned file and the command line", flush=True)
     try:
         metric = spec.train(cfg, run)
     finally:
@@ -84,6 +109,9 @@ def run_training(cfg: DictConfig, run_dir: str | Path, resume: dict | None = Non
         what = spec.metric or f"mean return of the last {len(run.returns)} episodes"
         print(f"rlrun: done, {what}: {metric:.2f}; "
               f"checkpoints in {run.ckpt_dir}", flush=True)
+        context = score_context(str(cfg.algo.name), str(cfg.env.id)) if not spec.metric and math.isfinite(metric) else None
+        if context:
+            print(f"rlrun: {context} (this run: {metric:.1f} after {run.total} steps)", flush=True)
     return metric
 
 
@@ -234,6 +262,7 @@ def _hydra_main(cfg: DictConfig) -> float:
         if cfg.resume:
             return resume_run(Path(cfg.resume), list(hydra_cfg.overrides.task))
         if in_sweep:
+            cfg = presets.job_config(cfg, list(hydra_cfg.overrides.task), hydra_cfg.runtime.choices)
             return run_sweep_job(cfg, run_dir, list(hydra_cfg.overrides.task), hydra_cfg.launcher)
         return run_training(cfg, run_dir)
     except StoppedBySignal as stop:
@@ -241,8 +270,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     except (ConfigError, RunDirError, CheckpointError) as exc:
         if in_sweep:
             raise  # Hydra records the job as failed (so does sweep_summary.csv) and runs the others
-        if run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # Hydra created it for us; leave nothing behind
+        remove_new_dirs()  # Hydra created them for this run; leave nothing behind
         print(f"rlrun: invalid config: {exc}" if isinstance(exc, ConfigError) else f"rlrun: {exc}",
               file=sys.stderr, flush=True)
         sys.exit(EXIT_BAD_CONFIG if not isinstance(exc, CheckpointError) else EXIT_CHECKPOINT_FAILED)
@@ -253,7 +281,13 @@ def main() -> None:
     args = get_args_parser().parse_args(sys.argv[1:])
     runs_a_sweep = args.multirun and not (args.cfg or args.help or args.hydra_help or args.info
                                           or args.shell_completion)
-    if runs_a_sweep and not (args.config_path or args.config_dir or args.config_name):  # rlrun's own configs
+    own_configs = not (args.config_path or args.config_dir or args.config_name)
+    if runs_a_sweep and own_configs:  # rlrun's own configs
         sweep.preflight(args.overrides)
+    elif own_configs and not (args.multirun or args.help or args.hydra_help or args.info or args.shell_completion):
+        preset = presets.preset_override(args.overrides)  # a single run, or --cfg: the env's family preset
+        if preset:  # right after the last override: argparse takes the overrides as one run of positionals
+            at = len(sys.argv) - sys.argv[::-1].index(args.overrides[-1]) if args.overrides else 1
+            sys.argv.insert(at, preset)
     _hydra_main()
 

@@ -13,6 +13,7 @@ checkpoint from elsewhere cannot run code. :class:`rlrun.core.run.Run` writes th
 
 from __future__ import annotations
 
+import pickle
 import random
 import sys
 from pathlib import Path
@@ -67,16 +68,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint without executing code from it (``torch.load(weights_only=True)``).
 
     Raises:
-        ValueError: if the file cannot be read as an rlrun checkpoint of this format.
+        ValueError: if the file is missing or unreadable, or is not an rlrun checkpoint of this format:
+            a file of pickled Python objects (e.g. a whole ``torch.save(model)``), a bare state dict,
+            a truncated file or no PyTorch file at all, each named as such.
     """
+    path = Path(path)
+    expected = "an rlrun checkpoint (<run dir>/checkpoints/step_N.pt, written by rlrun)"
+    if not path.is_file():
+        raise ValueError(f"cannot load checkpoint {path}: no such file; expected {expected}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's message advises weights_only=False, i.e. running the file's code: not what a checkpoint needs
+        raise ValueError(f"cannot load checkpoint {path}: not an rlrun checkpoint, it holds Python objects (e.g. a whole pickled "
+                         f"model) that rlrun does not unpickle, since that could run code; expected {expected}, "
+                         "which holds only tensors and plain values") from None
     except Exception as exc:
         first_line = (str(exc).strip().splitlines() or [""])[0]
-        raise ValueError(f"cannot load checkpoint {path}: {exc.__class__.__name__}: {first_line}") from None
+        raise ValueError(f"cannot load checkpoint {path}: PyTorch cannot read it ({exc.__class__.__name__}: "
+                         f"{first_line}; a truncated or corrupt file, or not a PyTorch file); expected "
+                         f"{expected}") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path} is not an rlrun checkpoint of format {CHECKPOINT_FORMAT} (found {found!r})")
+        if isinstance(payload, dict) and "format" not in payload:
+            found = "a dict without rlrun's entries (a bare state dict?)"
+        else:
+            found = f"format {payload.get('format')!r}" if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path} is not an rlrun checkpoint of format {CHECKPOINT_FORMAT}: it holds {found}; "
+                         f"expected {expected}")
     return payload
 
 
@@ -121,6 +139,7 @@ def find_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any], Path]:
         raise FileNotFoundError(f"{path} does not exist: expected a run directory or a checkpoint file")
     run_dir = path.parent.parent
     if path.parent.name != "checkpoints" or not (run_dir / "config.yaml").is_file():
+        load_checkpoint(path)  # a file that is no rlrun checkpoint at all is named as such first
         raise FileNotFoundError(f"{path} is not in the checkpoints/ directory of a run "
                                 "(<run dir>/checkpoints/step_N.pt)")
     return path, load_checkpoint(path), run_dir

@@ -13,6 +13,7 @@ keys a resumed run may change (:data:`RESUMABLE_KEYS`) and flattens configs to d
 from __future__ import annotations
 
 import numbers
+import sys
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -114,9 +115,14 @@ def check_that(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+MEMORY_WARN_FRACTION = 0.8  # warn when one allocation needs more than this fraction of the available memory
+
+
 def check_memory(key: str, value: Any, needed_bytes: int, what: str) -> None:
     """Refuse ``key=value`` when ``what`` needs more bytes than the machine has available now (psutil's
-    ``virtual_memory().available``), before anything is allocated or written.
+    ``virtual_memory().available``), before anything is allocated or written; warn on stderr when it needs
+    more than ``MEMORY_WARN_FRACTION`` of it (NumPy reserves the pages lazily, so such a buffer fails only
+    when it fills, possibly hours later, or when something else takes the memory).
 
     Raises:
         ConfigError: "needs X GB, Y GB available".
@@ -127,6 +133,10 @@ def check_memory(key: str, value: Any, needed_bytes: int, what: str) -> None:
     if needed_bytes > available:
         fail(key, value, f"a size that fits in memory: {what} needs {needed_bytes / 1e9:.1f} GB, "
              f"{available / 1e9:.1f} GB available on this machine")
+    if needed_bytes > MEMORY_WARN_FRACTION * available:
+        print(f"rlrun: warning: {key}={value}: {what} needs {needed_bytes / 1e9:.1f} GB of the "
+              f"{available / 1e9:.1f} GB available on this machine; the run fails if other programs take the "
+              "rest before the buffer fills", file=sys.stderr, flush=True)
 
 
 def _bounds_text(low: Any, high: Any, low_op: str, high_op: str) -> str:
@@ -136,6 +146,35 @@ def _bounds_text(low: Any, high: Any, low_op: str, high_op: str) -> str:
     if high is not None:
         parts.append(f"{high_op} {high}")
     return (" " + " and ".join(parts)) if parts else ""
+
+
+def device_unavailable(device: str) -> str | None:
+    """Why this machine's torch cannot use ``device`` (no CUDA build or GPU, a CUDA index past the last
+    GPU, no MPS), as the text after "expected", naming the devices it has; None if it can. ``auto`` and
+    ``cpu`` always can.
+
+    >>> device_unavailable("cpu") is None
+    True
+    """
+    if device in ("auto", "cpu"):
+        return None
+    import torch  # imported here: rlrun-plot validates no device and starts without torch
+
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    usable = ", ".join(["auto", "cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(cuda)]) * (cuda > 0)
+                       + ["mps"] * mps)
+    if device.startswith("cuda"):
+        index = device.partition(":")[2]
+        if cuda == 0:
+            why = ("this torch is a CPU-only build" if torch.version.cuda is None
+                   else f"torch (CUDA {torch.version.cuda}) finds no CUDA GPU")
+            return f"a device this machine has ({why}: torch {torch.__version__}): {usable}"
+        if index and (not index.isdigit() or int(index) >= cuda):
+            return f"a device this machine has ({cuda} CUDA GPU{'s' * (cuda != 1)}): {usable}"
+    elif device == "mps" and not mps:
+        return f"a device this machine has (torch finds no Apple MPS device): {usable}"
+    return None
 
 
 def validate_run(cfg: DictConfig) -> None:
@@ -151,6 +190,9 @@ def validate_run(cfg: DictConfig) -> None:
         device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")
     ):
         fail("device", device, "auto, cpu, cuda, cuda:N or mps")
+    unavailable = device_unavailable(device)
+    if unavailable:
+        fail("device", device, unavailable)
     check_int(cfg, "torch_threads", low=0)
     check_bool(cfg, "torch_deterministic")
     check_int(cfg, "logging.log_interval", low=1)
@@ -184,5 +226,6 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def experiment_keys(cfg: DictConfig) -> set[str]:
-    """Dotted keys of ``cfg`` that define the experiment: every leaf outside RESUMABLE_KEYS and ``resume``."""
-    return {key for key in flatten(cfg) if key.split(".")[0] not in (*RESUMABLE_KEYS, "resume")}
+    """Dotted keys of ``cfg`` that define the experiment: every leaf outside RESUMABLE_KEYS, ``resume`` and
+    ``family_preset`` (informational: the preset's own keys are compared)."""
+    return {key for key in flatten(cfg) if key.split(".")[0] not in (*RESUMABLE_KEYS, "resume", "family_preset")}

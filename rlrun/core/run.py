@@ -127,7 +127,8 @@ class Run:
         self.stop_signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}
         self._install_signal_handlers()
-        self._progress = Progress(cfg.logging.progress, float(cfg.logging.progress_interval), self.total)
+        self._progress = Progress(cfg.logging.progress, float(cfg.logging.progress_interval), self.total,
+                                  start_step=self.start_step)
 
     # ---- the algorithm's state -----------------------------------------------------------------
     @property
@@ -246,7 +247,7 @@ class Run:
 
     def progress(self, global_step: int) -> None:
         """Update the progress bar or print a plain progress line when one is due."""
-        self._progress.update(global_step, self.sps(global_step), self.returns[-1] if self.returns else None)
+        self._progress.update(global_step, self.returns[-1] if self.returns else None)
 
     # ---- checkpoints ---------------------------------------------------------------
     def checkpoint_due(self, global_step: int) -> bool:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 import gymnasium as gym
 from gymnasium import spaces
@@ -14,7 +15,7 @@ from omegaconf import DictConfig
 
 from rlrun.core.config import ConfigError, check_bool, check_choice, check_int, check_number, fail, get
 from rlrun.envs import lecture
-from rlrun.envs.vector import AtariVecEnv, CartPoleNumpyVecEnv, GymVecEnv, VecEnv
+from rlrun.envs.vector import AtariVecEnv, CartPoleNumpyVecEnv, GymVecEnv, VecEnv, make_env_once_warned
 
 
 def validate_env(cfg: DictConfig) -> None:
@@ -72,12 +73,66 @@ def validate_env(cfg: DictConfig) -> None:
                 fail("env.vectorized", True, f"false for {env_id}: only CartPole's NumPy-vectorized env is supported")
 
 
+SMALL_OBSERVATION = 64  # at most this many observation values count as classic control's "small vector"
+
+
+def env_kind(cfg: DictConfig) -> tuple[str | None, str]:
+    """The family of settings that suits ``cfg.env``, read from its id and spaces, with the reason.
+
+    Returns:
+        (kind, reason): ``atari`` for an ALE game (env.family=atari); ``continuous`` for Box actions;
+        ``classic_control`` for Discrete actions with a Discrete observation or a 1-D Box of at most
+        ``SMALL_OBSERVATION`` values; None for anything else (pixels through env=gym, dict spaces, text,
+        board games, an id that does not build), e.g. ("continuous", "Walker2d-v5 has continuous actions
+        Box(-1.0, 1.0, (6,), float32)").
+    """
+    family, env_id = get(cfg, "env.family"), get(cfg, "env.id")
+    if family == "atari":
+        return "atari", f"{env_id} is an ALE game"
+    if family != "gym" or not isinstance(env_id, str) or env_id not in gym.registry:
+        return None, f"no family preset for env.family={family}"
+    try:
+        obs_space, act_space, _ = probe_env(cfg)
+    except Exception as exc:  # validation reports an env that does not build; no preset then
+        return None, f"{env_id} could not be built to read its spaces ({type(exc).__name__})"
+    if isinstance(act_space, spaces.Box):
+        return "continuous", f"{env_id} has continuous actions {act_space}"
+    small = isinstance(obs_space, spaces.Discrete) or (isinstance(obs_space, spaces.Box) and len(obs_space.shape) == 1
+                                                       and obs_space.shape[0] <= SMALL_OBSERVATION)
+    if isinstance(act_space, spaces.Discrete) and small:
+        return "classic_control", f"{env_id} has small vector observations {obs_space} and {act_space.n} discrete actions"
+    return None, f"{env_id} has observations {obs_space} and actions {act_space}: no family preset fits"
+
+
+def is_mujoco_env(cfg: DictConfig) -> bool:
+    """Whether ``cfg.env`` is one of gymnasium's MuJoCo tasks (by its registered entry point)."""
+    if get(cfg, "env.family") != "gym" or get(cfg, "env.id") not in gym.registry:
+        return False
+    entry = gym.spec(cfg.env.id).entry_point
+    return isinstance(entry, str) and entry.startswith("gymnasium.envs.mujoco")
+
+
+def send_mujoco_log(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """Point MuJoCo's log (its warnings, e.g. an unstable simulation) at ``<run_dir>/MUJOCO_LOG.TXT``
+    instead of MuJoCo's default, a MUJOCO_LOG.TXT in the working directory; returns that path, or None for
+    an env that is not MuJoCo (nothing is imported then). Process-wide: the next run repoints it."""
+    if not is_mujoco_env(cfg):
+        return None
+    import mujoco
+
+    path = Path(run_dir) / "MUJOCO_LOG.TXT"
+    log = mujoco.MjLogConfig.get()
+    log.logfile = str(path)
+    log.set()
+    return path
+
+
 def make_single_env(cfg: DictConfig) -> gym.Env:
     """One ``gymnasium.make(cfg.env.id, **cfg.env.kwargs)`` with the config's time limit (gym family)."""
     kwargs = dict(cfg.env.kwargs or {})
     if cfg.env.max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(cfg.env.max_episode_steps)
-    return gym.make(cfg.env.id, **kwargs)
+    return make_env_once_warned(cfg.env.id, **kwargs)
 
 
 def probe_env(cfg: DictConfig) -> tuple[gym.Space, gym.Space, gym.Env]:
@@ -149,7 +204,7 @@ def action_kind(cfg: DictConfig) -> str:
     """'categorical' for a discrete action space, 'gaussian' for a box; builds no env for ALE games."""
     if cfg.env.family == "atari":
         return "categorical"
-    env = gym.make(cfg.env.id, **dict(cfg.env.kwargs or {}))
+    env = make_env_once_warned(cfg.env.id, **dict(cfg.env.kwargs or {}))
     space = env.action_space
     env.close()
     if isinstance(space, spaces.Discrete):

@@ -15,6 +15,7 @@ termination) built in.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -221,6 +222,22 @@ class AtariVecEnv(VecEnv):
         self._env.close()
 
 
+_SHOWN_WARNINGS: set[tuple[type, str]] = set()  # (category, text) of the env warnings shown in this process
+
+
+def make_env_once_warned(env_id: str, **kwargs) -> gym.Env:
+    """``gymnasium.make(env_id, **kwargs)``, showing each warning it raises (e.g. "The environment Hopper-v4 is
+    out of date") once per process rather than once per env built: gymnasium's own "once" filter is reset
+    whenever any library touches the warning filters, so 8 envs and an evaluation env printed it again."""
+    with warnings.catch_warnings(record=True) as caught:
+        env = gym.make(env_id, **kwargs)
+    for w in caught:
+        if (w.category, str(w.message)) not in _SHOWN_WARNINGS:
+            _SHOWN_WARNINGS.add((w.category, str(w.message)))
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return env
+
+
 class GymVecEnv(VecEnv):
     """Gymnasium envs in a ``SyncVectorEnv`` with same-step autoreset.
 
@@ -249,7 +266,7 @@ class GymVecEnv(VecEnv):
             kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
 
         def make_env() -> gym.Env:
-            env = gym.make(env_cfg.id, render_mode=render_mode, **kwargs)
+            env = make_env_once_warned(env_cfg.id, render_mode=render_mode, **kwargs)
             return wrapper(env) if wrapper is not None else env
 
         return cls(make_env, num_envs)
