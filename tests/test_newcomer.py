@@ -98,6 +98,8 @@ def refusals() -> list:
         cases += [(["env=cartpole", f"device=cuda:{n}"], f"device='cuda:{n}' is not allowed")]
     if not torch.backends.mps.is_available():
         cases += [(["env=cartpole", "device=mps"], "device='mps' is not allowed: expected a device this machine has")]
+    # an ALE id through env=gym points at env=atari
+    cases += [(["algo=ppo", "env=gym", "env.id=ALE/SpaceInvaders-v5"], "for an ALE game use env=atari env.id=space_invaders")]
     # 10^9 Atari transitions are ~7 TB of frames
     cases += [(["env=breakout", "replay.buffer_size=1000000000"], "replay.buffer_size=1000000000 is not allowed: "
                "expected a size that fits in memory: the replay buffer needs")]

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 
 import gymnasium as gym
@@ -56,6 +57,10 @@ def validate_env(cfg: DictConfig) -> None:
         check_bool(cfg, "preprocessing.terminal_on_life_loss")
         check_bool(cfg, "preprocessing.fire_reset")
     else:
+        if isinstance(env_id, str) and env_id.startswith("ALE/"):
+            rom = re.sub(r"(?<!^)(?=[A-Z])", "_", env_id[4:].split("-v")[0]).lower()
+            fail("env.id", env_id, f"a gymnasium id of env=gym without pixels; for an ALE game use env=atari env.id={rom} "
+                 "(the Atari preprocessing and the algorithms' Atari settings)")
         if not isinstance(env_id, str) or env_id not in gym.registry:
             close = difflib.get_close_matches(str(env_id), list(gym.registry), n=3)
             fail("env.id", env_id, "a registered gymnasium id" + (f" (did you mean {', '.join(close)}?)" if close else ""))
