@@ -33,6 +33,7 @@ from rlrun.core.checkpoint import CheckpointError, latest_checkpoint
 from rlrun.core.config import RESUMABLE_KEYS, ConfigError, experiment_keys, fail, get, validate_run
 from rlrun.core.registry import AlgoSpec
 from rlrun.core.run import Run, RunDirError, seed_everything
+from rlrun.core.trackers import validate_trackers
 from rlrun.envs.factory import send_mujoco_log, validate_env
 from rlrun.envs.scores import score_context
 from rlrun.rlhf.learned_reward import validate_reward
@@ -62,6 +63,7 @@ def remove_new_dirs() -> None:
 def validate(cfg: DictConfig) -> AlgoSpec:
     """Validate the whole composed config; returns the algorithm's spec. Raises ConfigError."""
     validate_run(cfg)
+    validate_trackers(cfg)
     spec = registry.get(cfg.algo.name)
     if spec.task == "env" or (spec.task == "both" and get(cfg, "env.family") != "text"):
         validate_env(cfg)  # a text task is checked by the language-model algorithm itself

@@ -37,6 +37,7 @@ from rlrun.core.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, checkpoin
 from rlrun.core.events import hyperparameter_table
 from rlrun.core.progress import Progress
 from rlrun.core.state import is_directory_state, load_payload, state_payload
+from rlrun.core.trackers import MirroredWriter, open_trackers
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # checkpoint and stop cleanly on these
 RUN_MARKERS = ("config.yaml", "checkpoints")  # files whose presence means a directory already holds a run
@@ -121,6 +122,13 @@ class Run:
             # scalars at step g describe the run after g agent steps, so those up to the checkpoint's
             # step were written before it; later ones are the interrupted process's and are dropped
             self.writer = SummaryWriter(log_dir=str(self.dir), purge_step=self.start_step + 1)
+        try:
+            self.writer = MirroredWriter(self.writer, open_trackers(cfg, self.dir))
+        except Exception as exc:  # a tracker that cannot start (not logged in, no network): nothing trained yet
+            self.writer.close()
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            raise RunDirError(f"logging: the tracker could not start ({type(exc).__name__}: {first_line}); "
+                              "run without it, or e.g. logging.wandb_mode=offline") from None
         self.last_checkpoint_step = self.last_eval_step = self.start_step
         self.eval_interval = int(cfg.eval.interval)
         self.start_time = time.time()
