@@ -182,34 +182,38 @@ def test_compiled_minibatch_loss_equals_the_eager_one():
     from types import SimpleNamespace
 
 
-    args = SimpleNamespace(clip_coef=0.2, clip_vloss=True, norm_adv=True, ent_coef=0.01, vf_coef=0.5)
     agent = ActorCritic((4,), spaces.Discrete(3), [16], "tanh")
     batch = _minibatch(agent)
     results = []
-    for use_compile in (False, True):
+    # eager, compiled, and compiled in reduce-overhead mode (CUDA graphs on a GPU; the same kernels on a CPU)
+    for use_compile, mode in ((False, "default"), (True, "default"), (True, "reduce-overhead")):
+        args = SimpleNamespace(clip_coef=0.2, clip_vloss=True, norm_adv=True, ent_coef=0.01, vf_coef=0.5,
+                               compile_mode=mode)
         agent.zero_grad()
         loss, stats = make_minibatch_loss(agent, args, use_compile)(*batch)
         loss.backward()
         results.append((loss.detach(), stats, [p.grad.clone() for p in agent.parameters()]))
-    (eager_loss, eager_stats, eager_grads), (loss, stats, grads) = results
-    torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-6)
-    for name in ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"):
-        torch.testing.assert_close(stats[name], eager_stats[name], rtol=1e-5, atol=1e-6)
-    for g, expected in zip(grads, eager_grads):
-        torch.testing.assert_close(g, expected, rtol=1e-4, atol=1e-6)
+    (eager_loss, eager_stats, eager_grads), *compiled = results
+    for loss, stats, grads in compiled:
+        torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-6)
+        for name in ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"):
+            torch.testing.assert_close(stats[name], eager_stats[name], rtol=1e-5, atol=1e-6)
+        for g, expected in zip(grads, eager_grads):
+            torch.testing.assert_close(g, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_a_failing_compiler_falls_back_to_the_eager_update_once(monkeypatch, capsys):
     from types import SimpleNamespace
 
 
-    def broken_compile(fn):
+    def broken_compile(fn, mode=None):
         def call(*args):
             raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
         return call
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    args = SimpleNamespace(clip_coef=0.2, clip_vloss=False, norm_adv=False, ent_coef=0.0, vf_coef=0.5)
+    args = SimpleNamespace(clip_coef=0.2, clip_vloss=False, norm_adv=False, ent_coef=0.0, vf_coef=0.5,
+                           compile_mode="default")
     agent = ActorCritic((4,), spaces.Discrete(3), [16], "tanh")
     loss_fn = make_minibatch_loss(agent, args, use_compile=True)
     batch = _minibatch(agent)

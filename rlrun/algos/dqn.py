@@ -36,6 +36,7 @@ from rlrun.core.run import Run, resolve_device
 from rlrun.core.state import Counters, load_weights
 from rlrun.data.replay import PrioritizedReplayBuffer, ReplayBuffer
 from rlrun.envs.factory import action_kind, check_array_observations, env_spaces, make_vec_env
+from rlrun.nn.compile import COMPILE_MODES, compile_update
 from rlrun.nn.optim import make_adam
 from rlrun.nn.qnets import make_q_network, reset_noise
 from rlrun.rlhf.learned_reward import with_learned_reward
@@ -66,6 +67,7 @@ def validate(cfg: DictConfig) -> None:
     for switch in ("double_dqn", "compile", "channels_last", "dueling", "noisy"):
         check_bool(cfg, a + switch)
     check_number(cfg, a + "noisy_std", low=0, low_open=True)
+    check_choice(cfg, a + "compile_mode", COMPILE_MODES)
     check_choice(cfg, a + "epsilon_greedy", ["auto", "true", "false"])
     distributional = check_bool(cfg, a + "distributional")
     check_int(cfg, a + "num_atoms", low=2)
@@ -308,7 +310,7 @@ def make_update(q_network: torch.nn.Module, target_network: torch.nn.Module, opt
     when ``weights`` is given, with one optimizer step (gradient norm clipped to ``args.max_grad_norm`` if
     set). Returns the loss and the mean Q-value of the batch as 0-d tensors and the per-transition errors
     (B,) (|TD error|, or the cross-entropy for C51) from which prioritized replay sets priorities.
-    The loss computation is ``torch.compile``d when ``args.compile``.
+    The loss computation is ``torch.compile``d (in ``args.compile_mode``) when ``args.compile``.
     """
     gamma, double_dqn, max_grad_norm = float(args.gamma), bool(args.double_dqn), args.max_grad_norm
     noisy, distributional = bool(args.noisy), bool(args.distributional)
@@ -339,8 +341,7 @@ def make_update(q_network: torch.nn.Module, target_network: torch.nn.Module, opt
             loss = (weights * loss_fn(q_values, target, reduction="none")).mean()
         return loss, q_values.mean(), (target - q_values).abs().detach()
 
-    if args.compile:
-        td_loss = torch.compile(td_loss)
+    td_loss = compile_update(td_loss, args.compile_mode, "the DQN update") if args.compile else td_loss
 
     def update(obs, actions, rewards, next_obs, terminated, discounts=None, weights=None):
         if noisy:  # independent noise for the online and the target network at every update

@@ -26,6 +26,7 @@ from rlrun.core.state import Counters, load_weights
 from rlrun.data.rollout import RolloutStorage
 from rlrun.envs.factory import action_kind, check_array_observations, make_vec_env
 from rlrun.envs.vector import VecEnv
+from rlrun.nn.compile import COMPILE_MODES, compile_update
 from rlrun.nn.heads import ActorCritic
 from rlrun.nn.normalize import ObsNormalizer, RewardNormalizer
 from rlrun.nn.optim import make_adam
@@ -63,6 +64,7 @@ def validate(cfg: DictConfig) -> None:
     check_bool(cfg, a + "channels_last")
     if get(cfg, a + "compile") not in (True, False, "auto"):
         fail(a + "compile", get(cfg, a + "compile"), "true, false or auto (true for pixel observations)")
+    check_choice(cfg, a + "compile_mode", COMPILE_MODES)
     policy = check_choice(cfg, a + "policy", ["auto", "categorical", "gaussian"])
     check_array_observations(cfg)
     batch = num_envs * num_steps
@@ -95,8 +97,8 @@ def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torc
 
 
 def make_minibatch_loss(agent: ActorCritic, args: SimpleNamespace, use_compile: bool):
-    """The PPO objective of one minibatch, ``torch.compile``d when ``use_compile`` (if compiling fails, e.g.
-    without a C++ compiler, it says so once and runs eagerly).
+    """The PPO objective of one minibatch, ``torch.compile``d in ``args.compile_mode`` when ``use_compile``
+    (:func:`rlrun.nn.compile.compile_update`: if compiling fails, it says so once and runs eagerly).
 
     ``minibatch_loss(obs, actions, old_logprobs, advantages, returns, old_values)`` takes the
     minibatch's (B, *obs_shape) observations, (B,) or (B, A) actions and (B,) float32 rollout
@@ -125,23 +127,7 @@ def make_minibatch_loss(agent: ActorCritic, args: SimpleNamespace, use_compile: 
                      "clipfrac": ((ratio - 1.0).abs() > clip_coef).float().mean()}
         return loss, stats
 
-    if not use_compile:
-        return minibatch_loss
-    compiled, chosen = torch.compile(minibatch_loss), []
-
-    def compiled_or_eager(*batch):
-        if not chosen:  # the first call compiles
-            try:
-                result = compiled(*batch)
-                chosen.append(compiled)
-                return result
-            except (RuntimeError, OSError) as err:  # torch's compiler errors (no C++ compiler, ...) are RuntimeErrors
-                print(f"rlrun: torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-                      "running the PPO update eagerly", flush=True)
-                chosen.append(minibatch_loss)
-        return chosen[0](*batch)
-
-    return compiled_or_eager
+    return compile_update(minibatch_loss, args.compile_mode, "the PPO update") if use_compile else minibatch_loss
 
 
 def make_agent(cfg: DictConfig, envs: VecEnv, device: torch.device) -> ActorCritic:
