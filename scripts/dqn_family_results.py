@@ -1,7 +1,7 @@
 """The DQN family on classic control (docs/lectures.md): plain DQN, each Rainbow switch alone and Rainbow.
 
 For each env (CartPole-v1, Acrobot-v1), variant and seed, one ``rlrun`` run with the env's tuned classic-control
-settings (configs/tuned/dqn_classic_control.yaml: CleanRL's dqn.py; rainbow_classic_control for Rainbow) for
+settings (configs/preset/dqn_classic_control.yaml: CleanRL's dqn.py; rainbow_classic_control for Rainbow) for
 ``--total-timesteps`` agent steps. Reported per variant: how many seeds reached the env's solved threshold
 (gymnasium's reward_threshold: 475 for CartPole-v1, -100 for Acrobot-v1) as the mean of the last
 ``WINDOW`` episode returns, the median over seeds of the agent steps at which it first did (an unsolved seed
@@ -21,7 +21,6 @@ import argparse
 import shutil
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +62,7 @@ def run_one(env: str, variant: str, seed: int, total: int, out_dir: Path) -> dic
     run_dir = out_dir / f"{env}_{variant}_s{seed}"
     overrides = [*VARIANTS[variant], f"env={env}", f"seed={seed}", f"total_timesteps={total}", "torch_threads=1",
                  "logging.progress=none", "checkpoint.save_replay=false"]
-    started, done = time.time(), False
+    done = False
     if run_dir.exists():  # a finished run is read back; an unfinished one is trained again from the start
         try:
             done = latest_checkpoint(run_dir)[1]["global_step"] >= total
@@ -73,9 +72,11 @@ def run_one(env: str, variant: str, seed: int, total: int, out_dir: Path) -> dic
             shutil.rmtree(run_dir)
     if not done:
         run_training(compose_config(overrides), run_dir)
-    returns = [(step, value) for step, value, _ in read_scalars(run_dir)["charts/episodic_return"]]
+    events = read_scalars(run_dir)["charts/episodic_return"]
+    returns = [(step, value) for step, value, _ in events]
+    # training time: the wall-clock span of the run's episodes (also for a run read back)
     return {"solved": solved_step(returns, THRESHOLDS[env]), "final": float(np.mean([v for _, v in returns[-100:]])),
-            "seconds": time.time() - started if not done else float("nan")}
+            "seconds": events[-1][2] - events[0][2]}
 
 
 def table(results: dict, envs: list[str], variants: list[str], seeds: list[int], total: int) -> str:
@@ -101,7 +102,7 @@ def main() -> None:
     p.add_argument("--total-timesteps", type=int, default=100_000, help="agent steps per run")
     p.add_argument("--record", action="store_true", help="write the table into docs/lectures.md")
     args = p.parse_args()
-    results, started = {}, time.time()
+    results = {}
     for env in args.envs:
         for seed in args.seeds:
             for variant in args.variants:
@@ -111,7 +112,8 @@ def main() -> None:
                       f"({r['seconds']:.0f} s)", flush=True)
     text = table(results, args.envs, args.variants, args.seeds, args.total_timesteps)
     command = "python scripts/dqn_family_results.py " + " ".join(sys.argv[1:])
-    text = (f"Command: `{command}` ({(time.time() - started) / 60:.0f} min on this machine, one run at a time, "
+    minutes = sum(r["seconds"] for r in results.values()) / 60
+    text = (f"Command: `{command}` ({minutes:.0f} min of training on this machine, one run at a time, "
             f"torch_threads=1). Seeds {', '.join(map(str, args.seeds))}; {args.total_timesteps:,} agent steps per "
             f"run; solved = the mean of {WINDOW} consecutive episode returns reaches gymnasium's reward_threshold "
             f"({', '.join(f'{e} {t:g}' for e, t in THRESHOLDS.items() if e in args.envs)}).\n\n{text}")
