@@ -163,6 +163,7 @@ def test_every_config_key_has_a_comment():
     (["algo.loss=cross_entropy"], "algo.loss", "set algo.distributional=true"),
     (["algo=rainbow", "algo.loss=huber"], "algo.loss", "auto or cross_entropy"),
     (["algo.noisy_std=0"], "algo.noisy_std", "> 0"),
+    (["algo.epsilon_greedy=maybe"], "algo.epsilon_greedy", "auto, true, false"),
     (["algo.compile_mode=fastest"], "algo.compile_mode", "default, reduce-overhead, max-autotune"),
     (["algo=ppo", "algo.compile_mode=cudagraphs"], "algo.compile_mode", "default, reduce-overhead, max-autotune"),
     (["logging.trackers=[tensorboard]"], "logging.trackers", "wandb, trackio"),
@@ -182,6 +183,12 @@ def test_bad_values_give_one_clear_error(make_cfg, overrides, key, allowed):
     message = str(info.value)
     assert message.startswith(key) and allowed in message, message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("value", ["true", "false", "auto"])
+def test_epsilon_greedy_takes_the_command_lines_booleans(make_cfg, value):
+    # Hydra reads algo.epsilon_greedy=true as the boolean True; it was refused as "not one of auto, true, false"
+    validate(make_cfg("algo=rainbow", f"algo.epsilon_greedy={value}"))
 
 
 def test_unknown_algorithm_lists_the_available_ones(make_cfg):

@@ -30,7 +30,7 @@ from gymnasium import spaces
 from omegaconf import DictConfig, OmegaConf
 
 from rlrun.core.config import (check_bool, check_choice, check_int, check_int_list, check_memory, check_number,
-                               check_that, fail)
+                               check_that, fail, get)
 from rlrun.core.registry import AlgoSpec, register
 from rlrun.core.run import Run, resolve_device
 from rlrun.core.state import Counters, load_weights
@@ -68,7 +68,8 @@ def validate(cfg: DictConfig) -> None:
         check_bool(cfg, a + switch)
     check_number(cfg, a + "noisy_std", low=0, low_open=True)
     check_choice(cfg, a + "compile_mode", COMPILE_MODES)
-    check_choice(cfg, a + "epsilon_greedy", ["auto", "true", "false"])
+    if not isinstance(get(cfg, a + "epsilon_greedy"), bool):  # the command line's true / false are booleans
+        check_choice(cfg, a + "epsilon_greedy", ["auto", "true", "false"])
     distributional = check_bool(cfg, a + "distributional")
     check_int(cfg, a + "num_atoms", low=2)
     v_min, v_max = check_number(cfg, a + "v_min"), check_number(cfg, a + "v_max")
@@ -194,7 +195,7 @@ def train(cfg: DictConfig, run: Run) -> float:
                       **({"alpha": args.alpha} if args.prioritized else {}))
     update = make_update(q_network, target_network, optimizer, args)
     clip_rewards, log_interval = bool(cfg.preprocessing.clip_rewards), int(cfg.logging.log_interval)
-    epsilon_greedy = args.epsilon_greedy == "true" or (args.epsilon_greedy == "auto" and not args.noisy)
+    epsilon_greedy = args.epsilon_greedy in (True, "true") or (args.epsilon_greedy == "auto" and not args.noisy)
 
     # STATE: what a checkpoint holds; a resumed run loads it back here
     obs = envs.reset(seed=cfg.seed)
