@@ -9,7 +9,7 @@ through the ``preset`` group of the defaults list, so the order of precedence is
 
 A single run gets the choice as one more command-line override before Hydra composes (so ``rlrun --cfg job``
 prints the preset's keys and ``family_preset``); a sweep's job, whose env can differ from job to job, is
-composed again with it (:func:`job_config`). A ``preset=...`` on the command line (``preset=null`` for
+composed again with it (:func:`job_config`). A ``preset=...`` on the command line (``preset=none`` for
 none) is the user's choice and is kept.
 """
 
@@ -41,9 +41,9 @@ def tuned_file_exists(algo_choice: str, env_choice: str) -> bool:
     return importlib.resources.files("rlrun.configs").joinpath("tuned", f"{algo_choice}_{env_choice}.yaml").is_file()
 
 
-def choose_preset(cfg: DictConfig, algo_choice: str, env_choice: str) -> tuple[str | None, str]:
-    """The family preset for a composed config, with the reason, e.g. ("ppo_continuous", "Walker2d-v5 has
-    continuous actions ..."); (None, reason) when a tuned file names the pair or no preset fits.
+def choose_preset(cfg: DictConfig, algo_choice: str, env_choice: str) -> str | None:
+    """The family preset for a composed config, e.g. "ppo_continuous"; None when a tuned file names the pair
+    or no preset fits.
 
     Args:
         cfg: the config composed without a preset.
@@ -51,10 +51,9 @@ def choose_preset(cfg: DictConfig, algo_choice: str, env_choice: str) -> tuple[s
             names the tuned files use (``env=gym`` is ``gym``, whatever its id).
     """
     if tuned_file_exists(algo_choice, env_choice):
-        return None, f"configs/tuned/{algo_choice}_{env_choice}.yaml names the pair"
-    kind, reason = env_kind(cfg)
-    preset = PRESETS.get((str(cfg.algo.name), kind)) if kind else None
-    return preset, reason
+        return None
+    kind = env_kind(cfg)
+    return PRESETS.get((str(cfg.algo.name), kind)) if kind else None
 
 
 def user_chose_preset(overrides: list[str]) -> bool:
@@ -75,7 +74,7 @@ def preset_override(overrides: list[str]) -> str | None:
     except Exception:  # a bad override: the real composition names it
         return None
     choices = cfg.hydra.runtime.choices
-    preset, _ = choose_preset(cfg, str(choices.algo), str(choices.env))
+    preset = choose_preset(cfg, str(choices.algo), str(choices.env))
     return f"preset={preset}" if preset else None
 
 
@@ -84,7 +83,7 @@ def job_config(cfg: DictConfig, overrides: list[str], choices: DictConfig) -> Di
     job's ``overrides`` (inside the running Hydra app), or ``cfg`` itself when no preset applies."""
     if user_chose_preset(overrides) or cfg.get("family_preset"):
         return cfg
-    preset, _ = choose_preset(cfg, str(choices.algo), str(choices.env))
+    preset = choose_preset(cfg, str(choices.algo), str(choices.env))
     if preset is None:
         return cfg
     from hydra import compose

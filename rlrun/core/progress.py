@@ -87,11 +87,13 @@ class Progress:
         return f"ETA={format_seconds(self.eta(step))} SPS={self.sps()} return={ret}"
 
     def update(self, step: int, last_return: float | None) -> None:
-        """Record the rate, and redraw the bar or print a plain line when one is due (``step`` of ``total``)."""
-        now = self.clock()
-        self._rate.add(now, step)
-        if self.mode == "none" or now - self._last_draw < BAR_REFRESH_SECONDS:
+        """Redraw the bar or print a plain line when one is due (``step`` of ``total``), sampling the rate then."""
+        if self.mode == "none":
             return
+        now = self.clock()
+        if now - self._last_draw < BAR_REFRESH_SECONDS:
+            return
+        self._rate.add(now, step)  # a sample per redraw (at most 5 a second), not per step
         self._last_draw = now
         if self._bar is not None:
             self._bar.n = step

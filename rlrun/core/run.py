@@ -123,12 +123,14 @@ class Run:
             # step were written before it; later ones are the interrupted process's and are dropped
             self.writer = SummaryWriter(log_dir=str(self.dir), purge_step=self.start_step + 1)
         try:
-            self.writer = MirroredWriter(self.writer, open_trackers(cfg, self.dir))
+            trackers = open_trackers(cfg, self.dir)
         except Exception as exc:  # a tracker that cannot start (not logged in, no network): nothing trained yet
             self.writer.close()
             first_line = (str(exc).strip().splitlines() or [""])[0]
             raise RunDirError(f"logging: the tracker could not start ({type(exc).__name__}: {first_line}); "
                               "run without it, or e.g. logging.wandb_mode=offline") from None
+        if trackers:  # without trackers the SummaryWriter itself: nothing added to each scalar
+            self.writer = MirroredWriter(self.writer, trackers)
         self.last_checkpoint_step = self.last_eval_step = self.start_step
         self.eval_interval = int(cfg.eval.interval)
         self.start_time = time.time()

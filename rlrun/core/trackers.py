@@ -64,47 +64,26 @@ def run_id(run_dir: Path) -> str:
     return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
 
 
-class WandbTracker:
-    """One W&B run per rlrun run: name = the run directory's name, config = the composed config, files in
-    ``<run dir>/wandb/``; a resumed rlrun run continues the same W&B run."""
-
-    def __init__(self, cfg: DictConfig, run_dir: Path):
-        import wandb
-
-        self.run = wandb.init(project=str(cfg.logging.project), entity=OmegaConf.select(cfg, "logging.wandb_entity"),
-                              name=run_dir.name, config=OmegaConf.to_container(cfg, resolve=True), dir=str(run_dir),
-                              id=run_id(run_dir), resume="allow", mode=OmegaConf.select(cfg, "logging.wandb_mode"))
-
-    def log(self, scalars: dict[str, float], step: int) -> None:
-        self.run.log(scalars, step=step)
-
-    def finish(self) -> None:
-        self.run.finish()
-
-
-class TrackioTracker:
-    """One trackio run per rlrun run, named after the run directory, in project ``logging.project``; a resumed
-    rlrun run continues it (resume="allow")."""
-
-    def __init__(self, cfg: DictConfig, run_dir: Path):
-        import trackio
-
-        self.trackio = trackio
-        self.run = trackio.init(project=str(cfg.logging.project), name=run_dir.name,
-                                config=OmegaConf.to_container(cfg, resolve=True), resume="allow", embed=False,
-                                auto_log_cpu=False, auto_log_gpu=False)
-
-    def log(self, scalars: dict[str, float], step: int) -> None:
-        self.run.log(scalars, step=step)
-
-    def finish(self) -> None:
-        self.run.finish()
-
-
 def open_trackers(cfg: DictConfig, run_dir: Path) -> list[Any]:
-    """Start the trackers ``cfg`` asks for (none by default)."""
-    makers = {"wandb": WandbTracker, "trackio": TrackioTracker}
-    return [makers[name](cfg, Path(run_dir)) for name in chosen_trackers(cfg)]
+    """Start the trackers ``cfg`` asks for (none by default): their run objects, each with
+    ``log(scalars, step=...)`` and ``finish()``. Each run is named after the run directory and holds the composed
+    config; a resumed rlrun run continues the same tracker runs (a stable W&B id, trackio's resume="allow").
+    W&B keeps its files in ``<run dir>/wandb/``."""
+    run_dir = Path(run_dir)
+    config, runs = OmegaConf.to_container(cfg, resolve=True), []
+    for name in chosen_trackers(cfg):
+        if name == "wandb":
+            import wandb
+
+            runs.append(wandb.init(project=str(cfg.logging.project), name=run_dir.name, config=config,
+                                   entity=OmegaConf.select(cfg, "logging.wandb_entity"), dir=str(run_dir),
+                                   id=run_id(run_dir), resume="allow", mode=OmegaConf.select(cfg, "logging.wandb_mode")))
+        else:
+            import trackio
+
+            runs.append(trackio.init(project=str(cfg.logging.project), name=run_dir.name, config=config,
+                                     resume="allow", embed=False, auto_log_cpu=False, auto_log_gpu=False))
+    return runs
 
 
 class MirroredWriter:
@@ -115,7 +94,7 @@ class MirroredWriter:
 
     Args:
         writer: the run's ``torch.utils.tensorboard.SummaryWriter``.
-        trackers: objects with ``log(scalars: dict[str, float], step: int)`` and ``finish()``.
+        trackers: objects with ``log(scalars: dict[str, float], step=int)`` and ``finish()``.
     """
 
     def __init__(self, writer: Any, trackers: list[Any]):
@@ -136,7 +115,7 @@ class MirroredWriter:
     def _send(self) -> None:
         if self._pending and self._step is not None:
             for tracker in self.trackers:
-                tracker.log(dict(self._pending), self._step)
+                tracker.log(dict(self._pending), step=self._step)
         self._pending.clear()
 
     def flush(self) -> None:

@@ -81,32 +81,25 @@ def validate_env(cfg: DictConfig) -> None:
 SMALL_OBSERVATION = 64  # at most this many observation values count as classic control's "small vector"
 
 
-def env_kind(cfg: DictConfig) -> tuple[str | None, str]:
-    """The family of settings that suits ``cfg.env``, read from its id and spaces, with the reason.
-
-    Returns:
-        (kind, reason): ``atari`` for an ALE game (env.family=atari); ``continuous`` for Box actions;
-        ``classic_control`` for Discrete actions with a Discrete observation or a 1-D Box of at most
-        ``SMALL_OBSERVATION`` values; None for anything else (pixels through env=gym, dict spaces, text,
-        board games, an id that does not build), e.g. ("continuous", "Walker2d-v5 has continuous actions
-        Box(-1.0, 1.0, (6,), float32)").
-    """
+def env_kind(cfg: DictConfig) -> str | None:
+    """The family of settings that suits ``cfg.env``, read from its id and spaces: ``atari`` for an ALE game
+    (env.family=atari); ``continuous`` for Box actions; ``classic_control`` for Discrete actions with a
+    Discrete observation or a 1-D Box of at most ``SMALL_OBSERVATION`` values; None for anything else
+    (pixels through env=gym, dict spaces, text, board games, an id that does not build: validation names it)."""
     family, env_id = get(cfg, "env.family"), get(cfg, "env.id")
     if family == "atari":
-        return "atari", f"{env_id} is an ALE game"
+        return "atari"
     if family != "gym" or not isinstance(env_id, str) or env_id not in gym.registry:
-        return None, f"no family preset for env.family={family}"
+        return None
     try:
         obs_space, act_space, _ = probe_env(cfg)
-    except Exception as exc:  # validation reports an env that does not build; no preset then
-        return None, f"{env_id} could not be built to read its spaces ({type(exc).__name__})"
+    except Exception:  # validation reports an env that does not build; no preset then
+        return None
     if isinstance(act_space, spaces.Box):
-        return "continuous", f"{env_id} has continuous actions {act_space}"
+        return "continuous"
     small = isinstance(obs_space, spaces.Discrete) or (isinstance(obs_space, spaces.Box) and len(obs_space.shape) == 1
                                                        and obs_space.shape[0] <= SMALL_OBSERVATION)
-    if isinstance(act_space, spaces.Discrete) and small:
-        return "classic_control", f"{env_id} has small vector observations {obs_space} and {act_space.n} discrete actions"
-    return None, f"{env_id} has observations {obs_space} and actions {act_space}: no family preset fits"
+    return "classic_control" if isinstance(act_space, spaces.Discrete) and small else None
 
 
 def is_mujoco_env(cfg: DictConfig) -> bool:
