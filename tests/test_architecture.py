@@ -111,9 +111,9 @@ def test_the_import_finder_sees_imports_inside_functions_and_classes(tmp_path):
     assert rlrun_imports_inside_functions(probe) == ["probe.py:6 rlrun.core", "probe.py:11 rlrun.envs"]
 
 
-def test_rlrun_plot_imports_neither_torch_nor_gymnasium():
+def test_rlrun_plot_imports_neither_torch_nor_gymnasium_nor_scipy_stats():
     code = ("import sys, rlrun.cli.plot as plot; "
-            "print(sorted(m for m in ('torch', 'gymnasium', 'ale_py') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'gymnasium', 'ale_py', 'scipy.stats') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -6,6 +6,9 @@ Scores are arrays of shape (num_runs, num_tasks): one row per run (seed), one co
 stratified bootstrap resamples the runs of each task independently, with replacement: exactly what
 ``scipy.stats.bootstrap`` does when it is given one sample per task. Intervals are percentile intervals, as
 in rliable (whose numbers these equal up to the bootstrap's Monte-Carlo error; tests/test_stats.py).
+
+SciPy is imported where it is used: ``scipy.stats`` takes about 0.6 s to import, which ``rlrun-plot --help``
+need not pay.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy import stats
 
 CONFIDENCE = 0.95  # two-sided confidence of the intervals
 REPS = 50_000      # bootstrap resamples (rliable's default)
@@ -22,6 +24,8 @@ REPS = 50_000      # bootstrap resamples (rliable's default)
 def iqm(scores: np.ndarray, axis: int | None = None) -> np.ndarray | float:
     """The interquartile mean: the mean of the middle 50% of all scores (25% trimmed from each end,
     ``scipy.stats.trim_mean``). ``axis=None`` pools every run and task."""
+    from scipy import stats
+
     return stats.trim_mean(scores, 0.25, axis=axis)
 
 
@@ -61,6 +65,8 @@ def stratified_bootstrap_ci(scores: np.ndarray, statistic: Callable[[np.ndarray]
         stacked = np.stack(tasks, axis=-1)  # (..., n, R, T)
         stacked = np.moveaxis(stacked, list(range(extra)), list(range(3, 3 + extra)))
         return np.asarray(statistic(stacked), dtype=np.float64).T  # (K, n)
+
+    from scipy import stats
 
     result = stats.bootstrap(tuple(scores[:, j] for j in range(scores.shape[1])), batched, n_resamples=reps,
                              confidence_level=confidence, method="percentile", vectorized=True, axis=0, batch=2000,
@@ -131,6 +137,8 @@ def probability_of_improvement_ci(x: np.ndarray, y: np.ndarray, reps: int = REPS
         xs, ys = np.stack(samples[:tasks], axis=-1), np.stack(samples[tasks:], axis=-1)  # (..., N, T), (..., M, T)
         wins = (xs[..., :, None, :] > ys[..., None, :, :]) + 0.5 * (xs[..., :, None, :] == ys[..., None, :, :])
         return wins.mean(axis=(-3, -2)).mean(axis=-1)
+
+    from scipy import stats
 
     result = stats.bootstrap((*x.T, *y.T), batched, n_resamples=reps, confidence_level=confidence,
                              method="percentile", vectorized=True, axis=-1, rng=np.random.default_rng(seed))
